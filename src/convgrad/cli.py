@@ -1,0 +1,48 @@
+"""The ``convgrad`` command line.
+
+Each subsystem owns its subcommands: ``convgrad.<package>.cli`` defines ``register(subparsers)``,
+which adds its parsers and sets ``func`` on each to a callable ``(args) -> int`` exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Packages whose ``cli`` module contributes subcommands, in the order they are listed in --help.
+_SUBCOMMAND_MODULES = ("convgrad.lab.cli", "convgrad.data.cli", "convgrad.theory.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subsystem's subcommands registered."""
+    from convgrad import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="convgrad",
+        description="Convolutional networks from first principles: engine, theory checks, lab.",
+    )
+    parser.add_argument("--version", action="version", version=f"convgrad {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

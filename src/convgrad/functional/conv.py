@@ -1,0 +1,196 @@
+"""Convolution (cross-correlation, as in every deep-learning library) forward/backward in NumPy.
+
+One BLAS call per convolution: the input is laid out channels-last, its patch matrix is built
+with a single strided copy (:func:`conv_arith.im2col`) and multiplied by the reshaped weight.
+conv1d is conv2d with a height-1 image; both share this module.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from convgrad.functional.conv_arith import (
+    Pads,
+    im2col,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    pad_nhwc,
+)
+
+
+class ConvCache(NamedTuple):
+    """What conv2d_backward needs from the forward pass."""
+
+    cols: np.ndarray  # patch matrix, (N*H_out*W_out, kH*kW*C) or (G, N*H_out*W_out, kH*kW*C/G)
+    weight: np.ndarray  # (C_out, C_in/groups, kH, kW)
+    x_shape: tuple[int, int, int, int]  # (N, C_in, H, W)
+    pads: Pads
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    out_hw: tuple[int, int]
+    has_bias: bool
+
+
+def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
+    """(C_out, C_in/G, kH, kW) -> (G, kH*kW*C_in/G, C_out/G), rows ordered like the patch columns."""
+    c_out, c_in_g, kh, kw = weight.shape
+    w = weight.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(0, 3, 4, 2, 1)
+    return w.reshape(groups, kh * kw * c_in_g, c_out // groups)
+
+
+def _correlate_nhwc(
+    xp: np.ndarray, weight: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int],
+    groups: int, out_hw: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-correlate a padded NHWC input with an NCHW-ordered weight.
+
+    Args:
+        xp: (N, H_p, W_p, C_in), C-contiguous.
+        weight: (C_out, C_in/G, kH, kW).
+
+    Returns:
+        out (N*H_out*W_out, C_out) and the patch matrix used (for the weight gradient).
+    """
+    c_out, _, kh, kw = weight.shape
+    n, c_in = xp.shape[0], xp.shape[3]
+    m = n * out_hw[0] * out_hw[1]
+    wmat = _weight_matrix(weight, groups)
+    if groups == 1:
+        cols = im2col(xp, (kh, kw), stride, dilation, out_hw)  # (M, kH*kW*C)
+        return cols @ wmat[0], cols
+    from convgrad.functional.conv_arith import patch_view
+
+    view = patch_view(xp, (kh, kw), stride, dilation, out_hw)  # (N, Ho, Wo, kH, kW, C)
+    view = view.reshape(n, out_hw[0], out_hw[1], kh, kw, groups, c_in // groups)
+    cols = view.transpose(5, 0, 1, 2, 3, 4, 6).reshape(groups, m, kh * kw * (c_in // groups))
+    out = np.matmul(cols, wmat)  # (G, M, C_out/G)
+    return out.transpose(1, 0, 2).reshape(m, c_out), cols
+
+
+def conv2d_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int],
+    pads: Pads, dilation: tuple[int, int], groups: int, out_hw: tuple[int, int],
+) -> tuple[np.ndarray, ConvCache]:
+    """2-D cross-correlation.
+
+    ``out[n, o, y, x] = b[o] + sum_{c, i, j} w[o, c, i, j] * x_pad[n, g(o)*C/G + c, y*s_h + i*d_h,
+    x*s_w + j*d_w]``.
+
+    Args:
+        x: (N, C_in, H, W).
+        weight: (C_out, C_in/groups, kH, kW).
+        bias: (C_out,) or None.
+        stride, dilation: (s_h, s_w), (d_h, d_w).
+        pads: ((top, bottom), (left, right)), already resolved (see conv_arith.resolve_padding).
+        groups: G, divides C_in and C_out.
+        out_hw: (H_out, W_out) from conv_arith.output_sizes.
+
+    Returns:
+        out (N, C_out, H_out, W_out) (an NCHW view of channels-last memory) and the cache.
+    """
+    n = x.shape[0]
+    xp = pad_nhwc(nchw_to_nhwc(x), pads)
+    out, cols = _correlate_nhwc(xp, weight, stride, dilation, groups, out_hw)
+    if bias is not None:
+        out += bias
+    out = nhwc_to_nchw(out.reshape(n, out_hw[0], out_hw[1], weight.shape[0]))
+    cache = ConvCache(cols, weight, x.shape, pads, stride, dilation, groups, out_hw, bias is not None)
+    return out, cache
+
+
+def conv2d_backward(
+    dout: np.ndarray, cache: ConvCache, need_dx: bool = True, need_dw: bool = True
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Gradients of conv2d.
+
+    Weight (the patch-matrix Jacobian of the course: dL/dw = dout^T times the patches)::
+
+        dw[o, c, i, j] = sum_{n, y, x} dout[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]
+        i.e. dW_mat = cols^T @ dout_mat,  db[o] = sum_{n, y, x} dout[n, o, y, x]
+
+    Input (a full convolution of dout with the flipped kernel)::
+
+        dx_pad[n, c, u, v] = sum_{o, i, j} dout[n, o, (u - i*d)/s, (v - j*d)/s] * w[o, c, i, j]
+        = correlate(D, flip(w)^T)[u, v] with D = dout dilated by s (s-1 zeros between entries)
+        and padded by d(K-1) on each side; flip(w)^T[c, o, i, j] = w[o, c, K-1-i, K-1-j].
+
+    Only the unpadded window of dx_pad is computed, so no work is spent on the padding border.
+
+    Args:
+        dout: (N, C_out, H_out, W_out).
+        cache: from conv2d_forward.
+        need_dx, need_dw: skip what nobody asked for (the first layer needs no dx).
+
+    Returns:
+        dx (N, C_in, H, W) or None, dw (C_out, C_in/G, kH, kW) or None, db (C_out,) or None.
+    """
+    w = cache.weight
+    n, c_in, h, wid = cache.x_shape
+    c_out, c_in_g, kh, kw = w.shape
+    groups = cache.groups
+    ho, wo = cache.out_hw
+    m = n * ho * wo
+    dout_nhwc = nchw_to_nhwc(dout)
+    dout_mat = np.ascontiguousarray(dout_nhwc).reshape(m, c_out)
+
+    db = dout_mat.sum(axis=0) if cache.has_bias else None
+    dw = None
+    if need_dw:
+        if groups == 1:
+            dw_mat = cache.cols.T @ dout_mat  # (kH*kW*C, C_out)
+            dw = dw_mat.reshape(kh, kw, c_in, c_out).transpose(3, 2, 0, 1)
+        else:
+            dout_g = dout_mat.reshape(m, groups, c_out // groups).transpose(1, 0, 2)
+            dw_mat = np.matmul(cache.cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
+            dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
+            dw = dw.reshape(c_out, c_in_g, kh, kw)
+        dw = np.ascontiguousarray(dw)
+
+    dx = None
+    if need_dx:
+        dx = _input_grad(dout_nhwc, cache)
+    return dx, dw, db
+
+
+def _input_grad(dout_nhwc: np.ndarray, cache: ConvCache) -> np.ndarray:
+    """dx as the full correlation of the stride-dilated dout with the flipped, transposed kernel."""
+    w = cache.weight
+    n, c_in, h, wid = cache.x_shape
+    c_out, c_in_g, kh, kw = w.shape
+    groups = cache.groups
+    (top, _), (left, _) = cache.pads
+    sh, sw = cache.stride
+    dh, dw_ = cache.dilation
+    ho, wo = cache.out_hw
+    # D has the size that makes a valid correlation with the dilated kernel return (H, W).
+    big_h, big_w = h + dh * (kh - 1), wid + dw_ * (kw - 1)
+    d = np.zeros((n, big_h, big_w, c_out), dtype=dout_nhwc.dtype)
+    # dout[y] sits at padded-input row y*s; shifted into D's frame: row (K-1)d - top + y*s.
+    off_h, off_w = dh * (kh - 1) - top, dw_ * (kw - 1) - left
+    ys = _valid_range(off_h, sh, ho, big_h)
+    xs = _valid_range(off_w, sw, wo, big_w)
+    if ys is not None and xs is not None:
+        (y0, y1), (x0, x1) = ys, xs
+        d[:, off_h + y0 * sh : off_h + (y1 - 1) * sh + 1 : sh,
+          off_w + x0 * sw : off_w + (x1 - 1) * sw + 1 : sw, :] = dout_nhwc[:, y0:y1, x0:x1, :]
+    # flip(w)^T: (C_in, C_out/G, kH, kW) with groups, w_t[g*Cg + c, o] = w[g*Og + o, c, ::-1, ::-1]
+    og = c_out // groups
+    w_t = w[:, :, ::-1, ::-1].reshape(groups, og, c_in_g, kh, kw).transpose(0, 2, 1, 3, 4)
+    w_t = w_t.reshape(c_in, og, kh, kw)
+    out, _ = _correlate_nhwc(d, w_t, (1, 1), (dh, dw_), groups, (h, wid))
+    return nhwc_to_nchw(out.reshape(n, h, wid, c_in))
+
+
+def _valid_range(offset: int, stride: int, count: int, size: int) -> tuple[int, int] | None:
+    """The range [a, b) of indices y < count with 0 <= offset + y*stride < size."""
+    a = max(0, -(offset // stride) if offset < 0 else 0)
+    while a < count and offset + a * stride < 0:
+        a += 1
+    b = count
+    if size - 1 - offset < 0:
+        return None
+    b = min(count, (size - 1 - offset) // stride + 1)
+    return (a, b) if a < b else None

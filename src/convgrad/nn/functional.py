@@ -1,0 +1,376 @@
+"""The functional API, ``convgrad.nn.functional`` (``import convgrad.nn.functional as F``).
+
+Same names, argument order and meanings as ``torch.nn.functional``. Each function validates its
+arguments and shapes, then applies one differentiable op from :mod:`convgrad.ops`. Errors name
+the op (or the layer that called it), what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from convgrad import ops
+from convgrad.autograd import Tensor
+from convgrad.errors import ArgumentError, DtypeError, ShapeError
+from convgrad.functional.conv_arith import (
+    normalize_tuple,
+    output_sizes,
+    require_positive,
+    resolve_padding,
+)
+from convgrad.random import default_generator
+
+__all__ = [
+    "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "relu",
+    "sigmoid", "tanh", "linear", "dropout", "softmax", "log_softmax", "cross_entropy",
+    "nll_loss", "mse_loss", "flatten",
+]
+
+
+def _as_tensor(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _shape_str(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+# ------------------------------------------------------------------------------- convolution
+def _conv(
+    input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, padding: Any,
+    dilation: Any, groups: int, nd: int, owner: str,
+) -> Tensor:
+    input, weight = _as_tensor(input), _as_tensor(weight)
+    spatial = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
+    if input.ndim not in (nd + 1, nd + 2):
+        raise ShapeError(
+            f"{owner}: expected a {nd + 2}-D input {spatial} (or {nd + 1}-D unbatched), "
+            f"received shape {_shape_str(input.shape)}"
+        )
+    if weight.ndim != nd + 2:
+        raise ShapeError(
+            f"{owner}: expected a {nd + 2}-D weight (C_out, C_in/groups, "
+            f"{'K' if nd == 1 else 'kH, kW'}), received shape {_shape_str(weight.shape)}"
+        )
+    unbatched = input.ndim == nd + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or groups <= 0:
+        raise ArgumentError(f"{owner}: expected a strictly positive groups, received groups={groups}")
+    c_out, c_in_g = weight.shape[:2]
+    if c_out % groups:
+        raise ArgumentError(
+            f"{owner}: out_channels ({c_out}) must be divisible by groups ({groups})"
+        )
+    c_in = input.shape[1]
+    if c_in != c_in_g * groups:
+        raise ShapeError(
+            f"{owner}: given groups={groups}, weight of size {_shape_str(weight.shape)}, expected "
+            f"input {_shape_str(input.shape)} to have {c_in_g * groups} channels, but got {c_in} "
+            f"channels instead"
+        )
+    if bias is not None:
+        bias = _as_tensor(bias)
+        if bias.shape != (c_out,):
+            raise ShapeError(
+                f"{owner}: expected bias of shape ({c_out},), received {_shape_str(bias.shape)}"
+            )
+    if input.dtype != weight.dtype:
+        raise DtypeError(
+            f"{owner}: input dtype {input.dtype} and weight dtype {weight.dtype} differ; "
+            f"convert one with .float() or .double()"
+        )
+    kernel = tuple(weight.shape[2:])
+    stride_t = normalize_tuple(stride, nd, "stride", owner)
+    dilation_t = normalize_tuple(dilation, nd, "dilation", owner)
+    require_positive(stride_t, "stride", owner)
+    require_positive(dilation_t, "dilation", owner)
+    in_sizes = tuple(input.shape[2:])
+    pads = resolve_padding(padding, in_sizes, kernel, stride_t, dilation_t, owner)
+    out_sizes = output_sizes(in_sizes, kernel, stride_t, pads, dilation_t, owner)
+    if nd == 1:
+        n, c, length = input.shape
+        x4 = input.reshape(n, c, 1, length)
+        w4 = weight.reshape(c_out, c_in_g, 1, kernel[0])
+        out = ops.Conv2d.apply(
+            x4, w4, bias, (1, stride_t[0]), ((0, 0), pads[0]), (1, dilation_t[0]), int(groups),
+            (1, out_sizes[0]),
+        )
+        out = out.reshape(n, c_out, out_sizes[0])
+    else:
+        out = ops.Conv2d.apply(
+            input, weight, bias, stride_t, pads, dilation_t, int(groups), out_sizes
+        )
+    return out.squeeze(0) if unbatched else out
+
+
+def conv2d(
+    input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
+    dilation: Any = 1, groups: int = 1, *, _owner: str = "conv2d",
+) -> Tensor:
+    """2-D convolution (cross-correlation) over an NCHW batch. See: torch.nn.functional.conv2d.
+
+    ``out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] *
+    input_pad[n, g*C_in/G + c, y*s_h + i*d_h, x*s_w + j*d_w]``
+
+    Args:
+        input: (N, C_in, H, W) or unbatched (C_in, H, W).
+        weight: (C_out, C_in/groups, kH, kW).
+        bias: (C_out,) or None.
+        stride: int or (s_h, s_w). Default 1.
+        padding: int, (p_h, p_w), 'valid' or 'same'. 'same' is TensorFlow's: output
+            ceil(H / s_h); it works for even kernels and stride > 1 (PyTorch refuses stride > 1).
+        dilation: int or (d_h, d_w). Default 1.
+        groups: G, divides C_in and C_out. Default 1.
+
+    Returns:
+        (N, C_out, H_out, W_out), H_out = floor((H + p_top + p_bottom - d_h(kH-1) - 1)/s_h) + 1.
+    """
+    return _conv(input, weight, bias, stride, padding, dilation, groups, 2, _owner)
+
+
+def conv1d(
+    input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
+    dilation: Any = 1, groups: int = 1, *, _owner: str = "conv1d",
+) -> Tensor:
+    """1-D convolution (cross-correlation) over an NCL batch. See: torch.nn.functional.conv1d.
+
+    Args:
+        input: (N, C_in, L) or unbatched (C_in, L).
+        weight: (C_out, C_in/groups, K).
+        bias, stride, padding, dilation, groups: as in :func:`conv2d`, for one axis.
+
+    Returns:
+        (N, C_out, L_out), L_out = floor((L + p_l + p_r - d(K-1) - 1)/s) + 1; N - K + 1 for a
+        valid convolution with stride 1.
+    """
+    return _conv(input, weight, bias, stride, padding, dilation, groups, 1, _owner)
+
+
+# ------------------------------------------------------------------------------- pooling
+def _pool(
+    function: type, input: Tensor, kernel_size: Any, stride: Any, padding: Any, nd: int,
+    owner: str,
+) -> Tensor:
+    input = _as_tensor(input)
+    if input.ndim not in (nd + 1, nd + 2):
+        spatial = "(N, C, L)" if nd == 1 else "(N, C, H, W)"
+        raise ShapeError(
+            f"{owner}: expected a {nd + 2}-D input {spatial} (or {nd + 1}-D unbatched), "
+            f"received shape {_shape_str(input.shape)}"
+        )
+    unbatched = input.ndim == nd + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    kernel = normalize_tuple(kernel_size, nd, "kernel_size", owner)
+    stride_t = kernel if stride is None else normalize_tuple(stride, nd, "stride", owner)
+    pad_t = normalize_tuple(padding, nd, "padding", owner)
+    require_positive(kernel, "kernel_size", owner)
+    require_positive(stride_t, "stride", owner)
+    if any(p < 0 or 2 * p > k for p, k in zip(pad_t, kernel, strict=True)):
+        raise ArgumentError(
+            f"{owner}: padding should be non-negative and at most half of the kernel size, "
+            f"received padding={padding} with kernel_size={kernel_size}"
+        )
+    pads = tuple((p, p) for p in pad_t)
+    in_sizes = tuple(input.shape[2:])
+    out_sizes = output_sizes(in_sizes, kernel, stride_t, pads, (1,) * nd, owner)
+    if nd == 1:
+        n, c, length = input.shape
+        out = function.apply(
+            input.reshape(n, c, 1, length), (1, kernel[0]), (1, stride_t[0]), ((0, 0), pads[0]),
+            (1, out_sizes[0]),
+        ).reshape(n, c, out_sizes[0])
+    else:
+        out = function.apply(input, kernel, stride_t, pads, out_sizes)
+    return out.squeeze(0) if unbatched else out
+
+
+def max_pool2d(
+    input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+    _owner: str = "max_pool2d",
+) -> Tensor:
+    """2-D max pooling. See: torch.nn.functional.max_pool2d.
+
+    Args:
+        input: (N, C, H, W) or (C, H, W).
+        kernel_size: int or (kH, kW). stride: defaults to kernel_size. padding: implicit -inf,
+            at most half the kernel.
+
+    Returns:
+        (N, C, H_out, W_out), H_out = floor((H + 2p - kH)/s) + 1.
+    """
+    return _pool(ops.MaxPool2d, input, kernel_size, stride, padding, 2, _owner)
+
+
+def max_pool1d(
+    input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+    _owner: str = "max_pool1d",
+) -> Tensor:
+    """1-D max pooling over (N, C, L). See: torch.nn.functional.max_pool1d."""
+    return _pool(ops.MaxPool2d, input, kernel_size, stride, padding, 1, _owner)
+
+
+def avg_pool2d(
+    input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+    _owner: str = "avg_pool2d",
+) -> Tensor:
+    """2-D average pooling; zero padding counts in the mean (count_include_pad=True).
+
+    See: torch.nn.functional.avg_pool2d. Shapes as in :func:`max_pool2d`.
+    """
+    return _pool(ops.AvgPool2d, input, kernel_size, stride, padding, 2, _owner)
+
+
+def avg_pool1d(
+    input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+    _owner: str = "avg_pool1d",
+) -> Tensor:
+    """1-D average pooling over (N, C, L). See: torch.nn.functional.avg_pool1d."""
+    return _pool(ops.AvgPool2d, input, kernel_size, stride, padding, 1, _owner)
+
+
+# ------------------------------------------------------------------------------- elementwise
+def relu(input: Tensor) -> Tensor:
+    """max(x, 0) elementwise."""
+    return ops.ReLU.apply(_as_tensor(input))
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    """1 / (1 + exp(-x)) elementwise."""
+    return ops.Sigmoid.apply(_as_tensor(input))
+
+
+def tanh(input: Tensor) -> Tensor:
+    """tanh(x) elementwise."""
+    return ops.Tanh.apply(_as_tensor(input))
+
+
+def softmax(input: Tensor, dim: int = -1) -> Tensor:
+    """exp(x_i) / sum_j exp(x_j) along dim."""
+    return ops.Softmax.apply(_as_tensor(input), dim=dim)
+
+
+def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
+    """x_i - log sum_j exp(x_j) along dim, computed stably."""
+    return ops.LogSoftmax.apply(_as_tensor(input), dim=dim)
+
+
+def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge dims start_dim..end_dim into one. See: torch.flatten."""
+    return _as_tensor(input).flatten(start_dim, end_dim)
+
+
+def linear(
+    input: Tensor, weight: Tensor, bias: Tensor | None = None, *, _owner: str = "linear"
+) -> Tensor:
+    """y = x W^T + b. See: torch.nn.functional.linear.
+
+    Args:
+        input: (*, in_features). weight: (out_features, in_features). bias: (out_features,).
+
+    Returns:
+        (*, out_features).
+    """
+    input, weight = _as_tensor(input), _as_tensor(weight)
+    if weight.ndim != 2:
+        raise ShapeError(f"{_owner}: expected a 2-D weight, received {_shape_str(weight.shape)}")
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ShapeError(
+            f"{_owner}: expected input with last dimension {weight.shape[1]} (in_features), "
+            f"received shape {_shape_str(input.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ShapeError(
+            f"{_owner}: expected bias of shape ({weight.shape[0]},), received "
+            f"{_shape_str(bias.shape)}"
+        )
+    return ops.Linear.apply(input, weight, bias)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Inverted dropout: zero with probability p, scale the rest by 1/(1-p); identity in eval.
+
+    p is the probability of dropping (PyTorch); TensorFlow's keep_prob is 1 - p.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ArgumentError(f"dropout probability has to be between 0 and 1, but got {p}")
+    input = _as_tensor(input)
+    if not training or p == 0.0:
+        return input
+    return ops.Dropout.apply(input, float(p), default_generator())
+
+
+# ------------------------------------------------------------------------------- losses
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_classification(input: Tensor, target: Any, reduction: str, owner: str) -> np.ndarray:
+    if reduction not in _REDUCTIONS:
+        raise ArgumentError(f"{owner}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    target = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if target.dtype.kind not in "iu":
+        raise DtypeError(
+            f"{owner}: expected integer class-index targets (int64), received dtype "
+            f"{target.dtype}"
+        )
+    if input.ndim != 2 or target.shape != (input.shape[0],):
+        raise ShapeError(
+            f"{owner}: expected input (N, C) and target (N,), received input "
+            f"{_shape_str(input.shape)} and target {_shape_str(target.shape)}"
+        )
+    return target.astype(np.int64, copy=False)
+
+
+def _check_targets(target: np.ndarray, classes: int, ignore_index: int, owner: str) -> None:
+    valid = target[target != ignore_index]
+    if valid.size and (valid.min() < 0 or valid.max() >= classes):
+        bad = valid[(valid < 0) | (valid >= classes)][0]
+        raise ArgumentError(f"{owner}: target {bad} is out of bounds for {classes} classes")
+
+
+def cross_entropy(
+    input: Tensor, target: Any, reduction: str = "mean", ignore_index: int = -100
+) -> Tensor:
+    """Softmax cross entropy from logits, log-sum-exp stable. See: torch.nn.functional.cross_entropy.
+
+    loss_n = logsumexp(x_n) - x_n[target_n], reduced by 'mean' (over non-ignored examples),
+    'sum' or 'none'.
+
+    Args:
+        input: logits (N, C). target: (N,) int64 class indices.
+    """
+    input = _as_tensor(input)
+    target = _check_classification(input, target, reduction, "cross_entropy")
+    _check_targets(target, input.shape[1], ignore_index, "cross_entropy")
+    return ops.CrossEntropy.apply(input, target, reduction, ignore_index)
+
+
+def nll_loss(
+    input: Tensor, target: Any, reduction: str = "mean", ignore_index: int = -100
+) -> Tensor:
+    """Negative log likelihood of log-probabilities. See: torch.nn.functional.nll_loss.
+
+    Args:
+        input: log-probabilities (N, C). target: (N,) int64.
+    """
+    input = _as_tensor(input)
+    target = _check_classification(input, target, reduction, "nll_loss")
+    _check_targets(target, input.shape[1], ignore_index, "nll_loss")
+    return ops.NllLoss.apply(input, target, reduction, ignore_index)
+
+
+def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean squared error (x - y)^2, reduced by 'mean', 'sum' or 'none'."""
+    if reduction not in _REDUCTIONS:
+        raise ArgumentError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    input = _as_tensor(input)
+    target = target if isinstance(target, Tensor) else Tensor(np.asarray(target, input.dtype))
+    if input.shape != target.shape:
+        raise ShapeError(
+            f"mse_loss: input {_shape_str(input.shape)} and target {_shape_str(target.shape)} "
+            f"must have the same shape"
+        )
+    return ops.MseLoss.apply(input, target, reduction)

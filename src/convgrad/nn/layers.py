@@ -1,0 +1,324 @@
+"""Layers: thin stateful wrappers over :mod:`convgrad.nn.functional`, as in torch.nn.
+
+Constructors validate their arguments (messages like Keras': "expected a strictly positive
+out_channels, received out_channels=0"); forward passes name the layer in any shape error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from convgrad.autograd import Tensor
+from convgrad.errors import ArgumentError
+from convgrad.functional.conv_arith import normalize_tuple, require_positive
+from convgrad.nn import functional as F
+from convgrad.nn import init
+from convgrad.nn.module import Module, Parameter
+
+
+def _positive_int(value: Any, name: str, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ArgumentError(f"{owner}: expected a strictly positive {name}, received {name}={value!r}")
+    return int(value)
+
+
+class _ConvNd(Module):
+    nd = 2
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+        padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.in_channels = _positive_int(in_channels, "in_channels", owner)
+        self.out_channels = _positive_int(out_channels, "out_channels", owner)
+        self.groups = _positive_int(groups, "groups", owner)
+        self.kernel_size = normalize_tuple(kernel_size, self.nd, "kernel_size", owner)
+        self.stride = normalize_tuple(stride, self.nd, "stride", owner)
+        self.dilation = normalize_tuple(dilation, self.nd, "dilation", owner)
+        require_positive(self.kernel_size, "kernel_size", owner)
+        require_positive(self.stride, "stride", owner)
+        require_positive(self.dilation, "dilation", owner)
+        if isinstance(padding, str):
+            if padding.lower() not in ("same", "valid"):
+                raise ArgumentError(
+                    f"{owner}: invalid padding string {padding!r}, should be one of "
+                    f"{{'valid', 'same'}}"
+                )
+            self.padding: Any = padding.lower()
+        else:
+            self.padding = normalize_tuple(padding, self.nd, "padding", owner)
+            if any(p < 0 for p in self.padding):
+                raise ArgumentError(f"{owner}: expected a non-negative padding, received {padding}")
+        if self.in_channels % self.groups:
+            raise ArgumentError(f"{owner}: in_channels ({in_channels}) must be divisible by groups ({groups})")
+        if self.out_channels % self.groups:
+            raise ArgumentError(f"{owner}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        self.weight = Parameter(np.zeros(shape, dtype=dtype))
+        self.bias = Parameter(np.zeros(self.out_channels, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.default_init_(self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        k = self.kernel_size if self.nd > 1 else self.kernel_size
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={k}, stride={self.stride}"
+        if self.padding != (0,) * self.nd:
+            text += f", padding={self.padding!r}" if isinstance(self.padding, str) else (
+                f", padding={self.padding}"
+            )
+        if self.dilation != (1,) * self.nd:
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+    def _owner(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution layer. See: torch.nn.Conv2d.
+
+    Args:
+        in_channels, out_channels: C_in, C_out.
+        kernel_size: int or (kH, kW).
+        stride: default 1. padding: int, tuple, 'valid' or 'same' (TensorFlow's; any stride).
+        dilation: default 1. groups: default 1. bias: default True.
+
+    Shape:
+        input (N, C_in, H, W) -> output (N, C_out, H_out, W_out),
+        H_out = floor((H + p_top + p_bottom - d(kH - 1) - 1) / s) + 1.
+
+    Attributes:
+        weight: (C_out, C_in/groups, kH, kW), U(-1/sqrt(fan_in), 1/sqrt(fan_in)) like PyTorch.
+        bias: (C_out,).
+    """
+
+    nd = 2
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups, _owner=self._owner())
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution layer over (N, C_in, L). See: torch.nn.Conv1d.
+
+    Shape:
+        (N, C_in, L) -> (N, C_out, L_out), L_out = floor((L + p_l + p_r - d(K-1) - 1)/s) + 1.
+
+    Attributes:
+        weight: (C_out, C_in/groups, K). bias: (C_out,).
+    """
+
+    nd = 1
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups, _owner=self._owner())
+
+
+class Linear(Module):
+    """y = x W^T + b. See: torch.nn.Linear.
+
+    Shape:
+        (*, in_features) -> (*, out_features).
+
+    Attributes:
+        weight: (out_features, in_features). bias: (out_features,).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype: Any = np.float32) -> None:
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Linear")
+        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.weight = Parameter(np.zeros((self.out_features, self.in_features), dtype=dtype))
+        self.bias = Parameter(np.zeros(self.out_features, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.default_init_(self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.weight, self.bias, _owner=f"Linear({self.extra_repr()})")
+
+
+class _PoolNd(Module):
+    nd = 2
+    function = staticmethod(F.max_pool2d)
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.kernel_size = normalize_tuple(kernel_size, self.nd, "kernel_size", owner)
+        self.stride = self.kernel_size if stride is None else normalize_tuple(
+            stride, self.nd, "stride", owner)
+        self.padding = normalize_tuple(padding, self.nd, "padding", owner)
+        require_positive(self.kernel_size, "kernel_size", owner)
+        require_positive(self.stride, "stride", owner)
+        if any(p < 0 or 2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
+            raise ArgumentError(
+                f"{owner}: padding should be non-negative and at most half of the kernel size, "
+                f"received padding={padding} with kernel_size={kernel_size}"
+            )
+
+    def extra_repr(self) -> str:
+        unwrap = (lambda t: t[0]) if self.nd == 1 else (lambda t: t)
+        return (f"kernel_size={unwrap(self.kernel_size)}, stride={unwrap(self.stride)}, "
+                f"padding={unwrap(self.padding)}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        return type(self).function(input, self.kernel_size, self.stride, self.padding,
+                                   _owner=f"{type(self).__name__}({self.extra_repr()})")
+
+
+class MaxPool2d(_PoolNd):
+    """2-D max pooling; stride defaults to kernel_size. See: torch.nn.MaxPool2d.
+
+    Shape: (N, C, H, W) -> (N, C, floor((H + 2p - kH)/s) + 1, floor((W + 2p - kW)/s) + 1).
+    """
+
+    nd, function = 2, staticmethod(F.max_pool2d)
+
+
+class MaxPool1d(_PoolNd):
+    """1-D max pooling over (N, C, L). See: torch.nn.MaxPool1d."""
+
+    nd, function = 1, staticmethod(F.max_pool1d)
+
+
+class AvgPool2d(_PoolNd):
+    """2-D average pooling (padding counted in the mean). See: torch.nn.AvgPool2d."""
+
+    nd, function = 2, staticmethod(F.avg_pool2d)
+
+
+class AvgPool1d(_PoolNd):
+    """1-D average pooling over (N, C, L). See: torch.nn.AvgPool1d."""
+
+    nd, function = 1, staticmethod(F.avg_pool1d)
+
+
+class ReLU(Module):
+    """max(x, 0) elementwise."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.relu(input)
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)) elementwise."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.sigmoid(input)
+
+
+class Tanh(Module):
+    """tanh(x) elementwise."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.tanh(input)
+
+
+class Identity(Module):
+    """Returns its input."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input
+
+
+class Dropout(Module):
+    """Inverted dropout; p is the probability of an element being zeroed. See: torch.nn.Dropout."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ArgumentError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = float(p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout(input, self.p, self.training)
+
+
+class Flatten(Module):
+    """Merge dims start_dim..end_dim (default: all but the batch). See: torch.nn.Flatten."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.flatten(self.start_dim, self.end_dim)
+
+
+class Sequential(Module):
+    """Modules applied in order. Accepts modules or one OrderedDict of named modules."""
+
+    def __init__(self, *modules: Any) -> None:
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], dict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(modules):
+                self.add_module(str(index), module)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> Sequential:
+        self.add_module(str(len(self)), module)
+        return self
+
+    def forward(self, input: Any) -> Any:
+        for module in self._modules.values():
+            input = module(input)
+        return input
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered. See: torch.nn.ModuleList."""
+
+    def __init__(self, modules: Any = None) -> None:
+        super().__init__()
+        for module in modules or []:
+            self.append(module)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> ModuleList:
+        self.add_module(str(len(self)), module)
+        return self
