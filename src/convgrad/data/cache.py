@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import platformdirs
 
 from convgrad.data.errors import DatasetError
 from convgrad.data.files import atomic_write, sha256_hex
-from convgrad.data.idx import encode_idx, parse_idx
+from convgrad.data.idx import parse_idx
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -123,11 +124,15 @@ class Cache:
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise DatasetError(f"{path}: not a valid cache manifest ({error!r})") from error
 
-    def load(self, names: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
+    def load(
+        self, names: Sequence[str], canonical: Mapping[str, str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Read cached files, each checked against the SHA-256 in the manifest.
 
         Args:
             names: standard file names.
+            canonical: file name -> SHA-256 of the published file; when given, the cached file
+                must match it too (a cache written from a wrong source is not trusted).
 
         Returns:
             File name -> array, e.g. (10000, 28, 28) uint8 images and (10000,) uint8 labels.
@@ -139,33 +144,40 @@ class Cache:
         """
         entries = self.entries()
         if not entries:
-            raise CacheMiss(f"{self.folder}: empty (no {MANIFEST_NAME})")
+            raise CacheMiss(f"empty (no {MANIFEST_NAME})")
         arrays = {}
         for name in names:
             entry = entries.get(name)
             if entry is None:
-                raise CacheMiss(f"{self.folder / name}: not cached (not in {MANIFEST_NAME})")
+                raise CacheMiss(f"{name} not cached (not in {MANIFEST_NAME})")
             try:
                 data = entry.path.read_bytes()
             except OSError as error:
-                raise DatasetError(f"{entry.path}: listed in the manifest but unreadable ({error})")
+                raise DatasetError(
+                    f"{entry.path}: listed in the manifest but unreadable ({error})"
+                ) from error
             digest = sha256_hex(data)
             if digest != entry.sha256:
                 raise DatasetError(
                     f"{entry.path}: corrupt cache file: sha256 {digest} ({len(data)} bytes), "
                     f"manifest records {entry.sha256} ({entry.size} bytes)"
                 )
+            if canonical and name in canonical and digest != canonical[name]:
+                raise DatasetError(
+                    f"{entry.path}: cached file differs from the published one: sha256 {digest}, "
+                    f"published {canonical[name]}"
+                )
             arrays[name] = parse_idx(data, str(entry.path))
         return arrays
 
-    def store(self, arrays: dict[str, np.ndarray], source: str) -> dict[str, Path]:
-        """Write arrays as uncompressed IDX files, atomically, then record them in the manifest.
+    def store(self, files: Mapping[str, bytes], source: str) -> dict[str, Path]:
+        """Write uncompressed IDX files atomically, then record them in the manifest.
 
         Each file is written through a temporary file, fsync and rename; the manifest is updated
         last (also atomically), so a crash leaves at worst a file the manifest does not list yet.
 
         Args:
-            arrays: standard file name -> array.
+            files: standard file name -> contents (see :func:`~convgrad.data.idx.encode_idx`).
             source: description of where the data came from, kept in the manifest.
 
         Returns:
@@ -179,10 +191,9 @@ class Cache:
             entries = self.entries()
         except DatasetError:
             entries = {}  # an unreadable manifest is replaced
-        written = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        written = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         paths = {}
-        for name, array in arrays.items():
-            data = encode_idx(array)
+        for name, data in files.items():
             path = self.folder / name
             atomic_write(path, data)
             entries[name] = CachedFile(name, path, sha256_hex(data), len(data), source, written)

@@ -96,4 +96,7 @@ class ArrayDataset:
 
     def __repr__(self) -> str:
         height, width = self.image_shape
-        return f"{self.name}(n={len(self)}, image_shape=({height}, {width}), classes={self.num_classes})"
+        return (
+            f"{self.name}(n={len(self)}, image_shape=({height}, {width}), "
+            f"classes={self.num_classes})"
+        )

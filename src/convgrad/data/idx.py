@@ -32,7 +32,9 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_TYPE_CODES: dict[np.dtype, int] = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
+_TYPE_CODES: dict[np.dtype, int] = {
+    dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()
+}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 

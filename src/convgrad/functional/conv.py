@@ -13,7 +13,9 @@ import numpy as np
 
 from convgrad.functional.conv_arith import (
     Pads,
+    col2im,
     im2col,
+    patch_view,
     nchw_to_nhwc,
     nhwc_to_nchw,
     pad_nhwc,
@@ -23,7 +25,7 @@ from convgrad.functional.conv_arith import (
 class ConvCache(NamedTuple):
     """What conv2d_backward needs from the forward pass."""
 
-    cols: np.ndarray  # patch matrix, (N*H_out*W_out, kH*kW*C) or (G, N*H_out*W_out, kH*kW*C/G)
+    xp: np.ndarray  # padded channels-last input (N, H_p, W_p, C_in); patches are rebuilt from it
     weight: np.ndarray  # (C_out, C_in/groups, kH, kW)
     x_shape: tuple[int, int, int, int]  # (N, C_in, H, W)
     pads: Pads
@@ -41,33 +43,44 @@ def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
     return w.reshape(groups, kh * kw * c_in_g, c_out // groups)
 
 
+def _build_patches(
+    xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+    dilation: tuple[int, int], groups: int, out_hw: tuple[int, int],
+) -> np.ndarray:
+    """The patch matrix of a padded NHWC input, one strided copy.
+
+    Returns:
+        (M, kH*kW*C) for groups == 1, else (G, M, kH*kW*C/G); M = N*H_out*W_out.
+    """
+    if groups == 1:
+        return im2col(xp, kernel, stride, dilation, out_hw)
+    n, c_in = xp.shape[0], xp.shape[3]
+    ho, wo = out_hw
+    view = patch_view(xp, kernel, stride, dilation, out_hw)  # (N, Ho, Wo, kH, kW, C)
+    view = view.reshape(n, ho, wo, kernel[0], kernel[1], groups, c_in // groups)
+    return view.transpose(5, 0, 1, 2, 3, 4, 6).reshape(groups, n * ho * wo, -1)
+
+
 def _correlate_nhwc(
     xp: np.ndarray, weight: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int],
     groups: int, out_hw: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-correlate a padded NHWC input with an NCHW-ordered weight.
+) -> np.ndarray:
+    """Cross-correlate a padded NHWC input with an NCHW-ordered weight: one BLAS call.
 
     Args:
         xp: (N, H_p, W_p, C_in), C-contiguous.
         weight: (C_out, C_in/G, kH, kW).
 
     Returns:
-        out (N*H_out*W_out, C_out) and the patch matrix used (for the weight gradient).
+        (N*H_out*W_out, C_out).
     """
-    c_out, _, kh, kw = weight.shape
-    n, c_in = xp.shape[0], xp.shape[3]
-    m = n * out_hw[0] * out_hw[1]
+    c_out = weight.shape[0]
+    cols = _build_patches(xp, weight.shape[2:], stride, dilation, groups, out_hw)
     wmat = _weight_matrix(weight, groups)
     if groups == 1:
-        cols = im2col(xp, (kh, kw), stride, dilation, out_hw)  # (M, kH*kW*C)
-        return cols @ wmat[0], cols
-    from convgrad.functional.conv_arith import patch_view
-
-    view = patch_view(xp, (kh, kw), stride, dilation, out_hw)  # (N, Ho, Wo, kH, kW, C)
-    view = view.reshape(n, out_hw[0], out_hw[1], kh, kw, groups, c_in // groups)
-    cols = view.transpose(5, 0, 1, 2, 3, 4, 6).reshape(groups, m, kh * kw * (c_in // groups))
+        return cols @ wmat[0]
     out = np.matmul(cols, wmat)  # (G, M, C_out/G)
-    return out.transpose(1, 0, 2).reshape(m, c_out), cols
+    return out.transpose(1, 0, 2).reshape(-1, c_out)
 
 
 def conv2d_forward(
@@ -93,11 +106,13 @@ def conv2d_forward(
     """
     n = x.shape[0]
     xp = pad_nhwc(nchw_to_nhwc(x), pads)
-    out, cols = _correlate_nhwc(xp, weight, stride, dilation, groups, out_hw)
+    out = _correlate_nhwc(xp, weight, stride, dilation, groups, out_hw)
     if bias is not None:
         out += bias
     out = nhwc_to_nchw(out.reshape(n, out_hw[0], out_hw[1], weight.shape[0]))
-    cache = ConvCache(cols, weight, x.shape, pads, stride, dilation, groups, out_hw, bias is not None)
+    # The patch matrix is kH*kW times larger than the input: keep the padded input and rebuild
+    # the patches in backward (one extra strided copy) rather than hold them between passes.
+    cache = ConvCache(xp, weight, x.shape, pads, stride, dilation, groups, out_hw, bias is not None)
     return out, cache
 
 
@@ -139,20 +154,58 @@ def conv2d_backward(
     db = dout_mat.sum(axis=0) if cache.has_bias else None
     dw = None
     if need_dw:
+        cols = _patches(cache)
         if groups == 1:
-            dw_mat = cache.cols.T @ dout_mat  # (kH*kW*C, C_out)
+            dw_mat = cols.T @ dout_mat  # (kH*kW*C, C_out)
             dw = dw_mat.reshape(kh, kw, c_in, c_out).transpose(3, 2, 0, 1)
         else:
             dout_g = dout_mat.reshape(m, groups, c_out // groups).transpose(1, 0, 2)
-            dw_mat = np.matmul(cache.cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
+            dw_mat = np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
             dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
             dw = dw.reshape(c_out, c_in_g, kh, kw)
         dw = np.ascontiguousarray(dw)
+        del cols
 
     dx = None
     if need_dx:
-        dx = _input_grad(dout_nhwc, cache)
+        # Both routes cost the same FLOPs; take the one whose temporary matrix is smaller:
+        # the full correlation's patches of dout (N*H*W, kH*kW*C_out) or the patch-gradient
+        # matrix of col2im (N*H_out*W_out, kH*kW*C_in).
+        if h * wid * c_out <= ho * wo * c_in:
+            dx = _input_grad(dout_nhwc, cache)
+        else:
+            dx = _input_grad_col2im(dout_mat, cache)
     return dx, dw, db
+
+
+def _patches(cache: ConvCache) -> np.ndarray:
+    """Rebuild the forward patch matrix from the cached padded input."""
+    kernel = cache.weight.shape[2:]
+    return _build_patches(cache.xp, kernel, cache.stride, cache.dilation, cache.groups,
+                          cache.out_hw)
+
+
+def _input_grad_col2im(dout_mat: np.ndarray, cache: ConvCache) -> np.ndarray:
+    """dx by the adjoint of im2col: dcols = dout_mat W^T (one BLAS call), then col2im.
+
+    dcols[(n, y, x), (i, j, c)] = sum_o dout[n, o, y, x] w[o, c, i, j] is the gradient of each
+    patch entry; col2im adds every patch entry back to the pixel it was copied from.
+    """
+    n, c_in, h, wid = cache.x_shape
+    kh, kw = cache.weight.shape[2:]
+    groups = cache.groups
+    wmat = _weight_matrix(cache.weight, groups)  # (G, kH*kW*Cg, C_out/G)
+    if groups == 1:
+        dcols = dout_mat @ wmat[0].T  # (M, kH*kW*C)
+    else:
+        m = dout_mat.shape[0]
+        dout_g = dout_mat.reshape(m, groups, -1).transpose(1, 0, 2)  # (G, M, C_out/G)
+        dcols = np.matmul(dout_g, wmat.transpose(0, 2, 1))  # (G, M, kH*kW*Cg)
+        dcols = dcols.reshape(groups, m, kh, kw, c_in // groups).transpose(1, 2, 3, 0, 4)
+        dcols = dcols.reshape(m, kh * kw * c_in)
+    dxp = col2im(dcols, cache.xp.shape, (kh, kw), cache.stride, cache.dilation, cache.out_hw)
+    (top, _), (left, _) = cache.pads
+    return nhwc_to_nchw(dxp[:, top : top + h, left : left + wid, :])
 
 
 def _input_grad(dout_nhwc: np.ndarray, cache: ConvCache) -> np.ndarray:
@@ -180,16 +233,13 @@ def _input_grad(dout_nhwc: np.ndarray, cache: ConvCache) -> np.ndarray:
     og = c_out // groups
     w_t = w[:, :, ::-1, ::-1].reshape(groups, og, c_in_g, kh, kw).transpose(0, 2, 1, 3, 4)
     w_t = w_t.reshape(c_in, og, kh, kw)
-    out, _ = _correlate_nhwc(d, w_t, (1, 1), (dh, dw_), groups, (h, wid))
+    out = _correlate_nhwc(d, w_t, (1, 1), (dh, dw_), groups, (h, wid))
     return nhwc_to_nchw(out.reshape(n, h, wid, c_in))
 
 
 def _valid_range(offset: int, stride: int, count: int, size: int) -> tuple[int, int] | None:
     """The range [a, b) of indices y < count with 0 <= offset + y*stride < size."""
-    a = max(0, -(offset // stride) if offset < 0 else 0)
-    while a < count and offset + a * stride < 0:
-        a += 1
-    b = count
+    a = max(0, -(offset // stride))  # smallest y with offset + y*stride >= 0
     if size - 1 - offset < 0:
         return None
     b = min(count, (size - 1 - offset) // stride + 1)

@@ -17,7 +17,8 @@ from convgrad.functional.conv_arith import Pads, nchw_to_nhwc, nhwc_to_nchw, pad
 class PoolCache(NamedTuple):
     """What the pooling backward passes need."""
 
-    argmax: np.ndarray | None  # (N, H_out, W_out, C) flat kernel offset of the max (max pool)
+    x: np.ndarray | None  # max pool: the input (N, C, H, W), kept by reference, not copied
+    out: np.ndarray | None  # max pool: the output (N, C, H_out, W_out)
     x_shape: tuple[int, int, int, int]  # (N, C, H, W)
     dtype: np.dtype
     kernel: tuple[int, int]
@@ -37,6 +38,18 @@ def _is_tiling(kernel: tuple[int, int], stride: tuple[int, int], pads: Pads) -> 
     return kernel == stride and all(p == (0, 0) for p in pads)
 
 
+def _windows(x: np.ndarray, cache_like: PoolCache | tuple, fill: float) -> list[np.ndarray]:
+    """The kH*kW shifted (N, H_out, W_out, C) views of the input, in row-major offset order."""
+    kernel, stride, pads, out_hw = cache_like
+    kh, kw = kernel
+    xh = nchw_to_nhwc(x)
+    if _is_tiling(kernel, stride, pads):
+        view = _reshape_pool(xh, kernel, out_hw)
+        return [view[:, :, i, :, j, :] for i in range(kh) for j in range(kw)]
+    view = patch_view(pad_nhwc(xh, pads, value=fill), kernel, stride, (1, 1), out_hw)
+    return [view[:, :, :, i, j, :] for i in range(kh) for j in range(kw)]
+
+
 def max_pool2d_forward(
     x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads,
     out_hw: tuple[int, int],
@@ -48,34 +61,23 @@ def max_pool2d_forward(
         out_hw: H_out = floor((H + t + b - kH) / s_h) + 1, likewise W_out.
 
     Returns:
-        out (N, C, H_out, W_out) and a cache holding the argmax offset of each window (the first
-        maximum in row-major window order, PyTorch's tie rule; NaN propagates).
+        out (N, C, H_out, W_out) and the cache (input and output by reference; the backward
+        finds each window's maximum again instead of storing an index array).
     """
-    xh = nchw_to_nhwc(x)
-    kh, kw = kernel
-    if _is_tiling(kernel, stride, pads):
-        view = _reshape_pool(xh, kernel, out_hw)
-        windows = [view[:, :, i, :, j, :] for i in range(kh) for j in range(kw)]
-    else:
-        xp = pad_nhwc(xh, pads, value=-np.inf)
-        view = patch_view(xp, kernel, stride, (1, 1), out_hw)
-        windows = [view[:, :, :, i, j, :] for i in range(kh) for j in range(kw)]
+    windows = _windows(x, (kernel, stride, pads, out_hw), -np.inf)
     best = np.array(windows[0], copy=True)
-    argmax = np.zeros(best.shape, dtype=np.int32)
-    for offset, candidate in enumerate(windows[1:], start=1):
-        better = (candidate > best) | (candidate != candidate)
-        better &= best == best  # a NaN already found stays
-        np.copyto(best, candidate, where=better)
-        argmax[better] = offset
-    cache = PoolCache(argmax, x.shape, x.dtype, kernel, stride, pads, out_hw)
-    return nhwc_to_nchw(best), cache
+    for candidate in windows[1:]:
+        np.maximum(best, candidate, out=best)  # np.maximum propagates NaN, as PyTorch does
+    cache = PoolCache(x, nhwc_to_nchw(best), x.shape, x.dtype, kernel, stride, pads, out_hw)
+    return cache.out, cache
 
 
 def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     """dx[n, c, y*s + i, x*s + j] += dout[n, c, y, x] where (i, j) is the window's argmax.
 
-    The max is piecewise linear: its Jacobian routes each upstream gradient to the one input
-    that attained the maximum and gives the others zero.
+    The max is piecewise linear: its Jacobian routes each upstream gradient to the input that
+    attained the maximum and gives the others zero. Ties go to the first maximal position in
+    row-major window order (PyTorch's rule); a NaN input is the maximum of its window.
 
     Args:
         dout: (N, C, H_out, W_out).
@@ -83,8 +85,21 @@ def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     Returns:
         dx (N, C, H, W).
     """
+    windows = _windows(cache.x, (cache.kernel, cache.stride, cache.pads, cache.out_hw), -np.inf)
+    best = nchw_to_nhwc(cache.out)
     dout_h = nchw_to_nhwc(dout)
-    return _scatter_windows(dout_h, cache, lambda offset: np.where(cache.argmax == offset, dout_h, 0))
+    unclaimed = np.ones(best.shape, dtype=bool)
+    nan_best = best != best
+    hits = []
+    for window in windows:
+        hit = window == best
+        if nan_best.any():
+            hit |= window != window
+        hit &= unclaimed
+        unclaimed &= ~hit
+        hits.append(hit)
+    zero = dout.dtype.type(0)
+    return _scatter_windows(dout_h, cache, lambda offset: np.where(hits[offset], dout_h, zero))
 
 
 def avg_pool2d_forward(
@@ -101,16 +116,13 @@ def avg_pool2d_forward(
     Returns:
         out (N, C, H_out, W_out) and the cache.
     """
-    xh = nchw_to_nhwc(x)
     kh, kw = kernel
-    scale = x.dtype.type(1.0 / (kh * kw))
-    if _is_tiling(kernel, stride, pads):
-        out = _reshape_pool(xh, kernel, out_hw).sum(axis=(2, 4))
-    else:
-        view = patch_view(pad_nhwc(xh, pads), kernel, stride, (1, 1), out_hw)
-        out = view.sum(axis=(3, 4))
-    out *= scale
-    cache = PoolCache(None, x.shape, x.dtype, kernel, stride, pads, out_hw)
+    windows = _windows(x, (kernel, stride, pads, out_hw), 0.0)
+    out = np.array(windows[0], copy=True)
+    for window in windows[1:]:
+        out += window
+    out *= x.dtype.type(1.0 / (kh * kw))
+    cache = PoolCache(None, None, x.shape, x.dtype, kernel, stride, pads, out_hw)
     return nhwc_to_nchw(out), cache
 
 
@@ -136,16 +148,15 @@ def _scatter_windows(dout_h: np.ndarray, cache: PoolCache, contribution) -> np.n
     ho, wo = cache.out_hw
     (top, bottom), (left, right) = cache.pads
     if _is_tiling(cache.kernel, cache.stride, cache.pads):
-        dx = np.zeros((n, h, w, c), dtype=cache.dtype)
-        if cache.argmax is None:  # average: every position of a window gets the same value
-            block = np.broadcast_to(dout_h[:, :, None, :, None, :], (n, ho, kh, wo, kw, c))
-            dx[:, : ho * kh, : wo * kw, :] = block.reshape(n, ho * kh, wo * kw, c)
-        else:
-            view = dx[:, : ho * kh, : wo * kw, :].reshape(n, ho, kh, wo, kw, c)
-            for i in range(kh):
-                for j in range(kw):
-                    view[:, :, i, :, j, :] = contribution(i * kw + j)
-            dx[:, : ho * kh, : wo * kw, :] = view.reshape(n, ho * kh, wo * kw, c)
+        # windows tile the image: every input pixel gets exactly one contribution, so assign
+        dx6 = np.empty((n, ho, kh, wo, kw, c), dtype=cache.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dx6[:, :, i, :, j, :] = contribution(i * kw + j)
+        if (ho * kh, wo * kw) == (h, w):
+            return nhwc_to_nchw(dx6.reshape(n, h, w, c))
+        dx = np.zeros((n, h, w, c), dtype=cache.dtype)  # the floor dropped the last rows/cols
+        dx[:, : ho * kh, : wo * kw, :] = dx6.reshape(n, ho * kh, wo * kw, c)
         return nhwc_to_nchw(dx)
     dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=cache.dtype)
     for i in range(kh):

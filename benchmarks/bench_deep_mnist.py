@@ -1,0 +1,210 @@
+"""Speed and memory of the TensorFlow "Deep MNIST" network: convgrad against PyTorch.
+
+Both networks get the same initial weights and the same batches; their training steps alternate
+in one process (so both see the same machine state), and the script prints samples/s for each and
+the ratio convgrad / PyTorch, at batch 50 and 256, plus inference at batch 1000. Peak memory is
+measured in two fresh subprocesses (one per library), as the growth of the peak resident set size
+over the process's size after building the model and the data, during a few training steps at
+batch 256.
+
+Usage:
+    python benchmarks/bench_deep_mnist.py [--steps 20] [--threads 2]
+
+Needs torch (the test extra): pip install -e '.[test]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def build_convgrad(seed: int = 0):
+    import convgrad as cg
+
+    nn = cg.nn
+    cg.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10),
+    )
+    nn.init.tf_tutorial_init_(model)
+    return model
+
+
+def build_torch(state: dict[str, np.ndarray]):
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10),
+    )
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
+    return model
+
+
+def make_batches(batch: int, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, batch))
+        for _ in range(count)
+    ]
+
+
+def convgrad_stepper(model):
+    import convgrad as cg
+
+    optimizer = cg.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(x: np.ndarray, y: np.ndarray) -> float:
+        optimizer.zero_grad()
+        loss = cg.nn.functional.cross_entropy(model(cg.Tensor._wrap(x)), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def torch_stepper(model):
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(x: np.ndarray, y: np.ndarray) -> float:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def time_alternating(steppers: dict, batches: list, warmup: int = 2) -> dict[str, float]:
+    """Alternate one step of each library per batch; returns samples/s for each."""
+    for x, y in batches[:warmup]:
+        for step in steppers.values():
+            step(x, y)
+    spent = dict.fromkeys(steppers, 0.0)
+    for x, y in batches[warmup:]:
+        for name, step in steppers.items():
+            start = time.perf_counter()
+            step(x, y)
+            spent[name] += time.perf_counter() - start
+    samples = sum(len(y) for _, y in batches[warmup:])
+    return {name: samples / seconds for name, seconds in spent.items()}
+
+
+def inference(model_cg, model_torch, batch: int, repeats: int) -> dict[str, float]:
+    import torch
+
+    import convgrad as cg
+
+    x = np.random.default_rng(1).random((batch, 1, 28, 28), dtype=np.float32)
+    model_cg.eval()
+    model_torch.eval()
+    spent = {"convgrad": 0.0, "torch": 0.0}
+    with cg.no_grad(), torch.no_grad():
+        out_cg = model_cg(cg.Tensor._wrap(x)).data
+        out_t = model_torch(torch.from_numpy(x)).numpy()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model_cg(cg.Tensor._wrap(x))
+            spent["convgrad"] += time.perf_counter() - start
+            start = time.perf_counter()
+            model_torch(torch.from_numpy(x))
+            spent["torch"] += time.perf_counter() - start
+    result = {k: batch * repeats / v for k, v in spent.items()}
+    result["max_abs_diff"] = float(np.abs(out_cg - out_t).max())
+    return result
+
+
+def memory_child(library: str, batch: int, steps: int) -> None:
+    """Run in a subprocess: print the peak-RSS growth (MiB) during training steps."""
+    model = build_convgrad()
+    if library == "torch":
+        import torch
+
+        torch.set_num_threads(2)
+        model = build_torch(model.state_dict())
+        step = torch_stepper(model)
+    else:
+        step = convgrad_stepper(model)
+    batches = make_batches(batch, steps)
+    base = _current_rss_kib()
+    for x, y in batches:
+        step(x, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"growth_mib": (peak - base) / 1024}))
+
+
+def _current_rss_kib() -> int:
+    """The resident set size now (not the peak so far), from /proc/self/statm."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() // 1024
+
+
+def measure_memory(batch: int, steps: int = 4) -> dict[str, float]:
+    result = {}
+    for library in ("convgrad", "torch"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", library, "--batch", str(batch),
+             "--steps", str(steps)],
+            check=True, capture_output=True, text=True,
+        )
+        result[library] = json.loads(out.stdout.strip().splitlines()[-1])["growth_mib"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per batch size")
+    parser.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads for both")
+    parser.add_argument("--memory-child", choices=["convgrad", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.batch, args.steps)
+        return
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
+    print(f"threads={args.threads}  torch {torch.__version__}  numpy {np.__version__}")
+    rows = []
+    for batch in (50, 256):
+        model_cg = build_convgrad()
+        model_t = build_torch(model_cg.state_dict())
+        steppers = {"convgrad": convgrad_stepper(model_cg), "torch": torch_stepper(model_t)}
+        speeds = time_alternating(steppers, make_batches(batch, args.steps + 2))
+        rows.append((f"train batch {batch}", speeds["convgrad"], speeds["torch"]))
+    model_cg = build_convgrad()
+    model_t = build_torch(model_cg.state_dict())
+    inf = inference(model_cg, model_t, 1000, max(3, args.steps // 4))
+    rows.append(("inference batch 1000", inf["convgrad"], inf["torch"]))
+    print(f"{'':22}{'convgrad':>12}{'torch':>12}{'ratio':>8}   (samples/s)")
+    for name, ours, theirs in rows:
+        print(f"{name:22}{ours:12.1f}{theirs:12.1f}{ours / theirs:8.2f}")
+    print(f"inference outputs agree to {inf['max_abs_diff']:.2e} (max abs diff, float32)")
+    mem = measure_memory(256)
+    print(
+        f"{'peak memory batch 256':22}{mem['convgrad']:10.1f}MB{mem['torch']:10.1f}MB"
+        f"{mem['convgrad'] / mem['torch']:8.2f}   (growth of peak RSS while training)"
+    )
+
+
+if __name__ == "__main__":
+    main()
