@@ -31,9 +31,17 @@ def build_convgrad(seed: int = 0):
     nn = cg.nn
     cg.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(3136, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10),
+        nn.Conv2d(1, 32, 5, padding="same"),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding="same"),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3136, 1024),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(1024, 10),
     )
     nn.init.tf_tutorial_init_(model)
     return model
@@ -44,9 +52,17 @@ def build_torch(state: dict[str, np.ndarray]):
     from torch import nn
 
     model = nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(3136, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10),
+        nn.Conv2d(1, 32, 5, padding="same"),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding="same"),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3136, 1024),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(1024, 10),
     )
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
     return model
@@ -159,9 +175,19 @@ def measure_memory(batch: int, steps: int = 4) -> dict[str, float]:
     result = {}
     for library in ("convgrad", "torch"):
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", library, "--batch", str(batch),
-             "--steps", str(steps)],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                library,
+                "--batch",
+                str(batch),
+                "--steps",
+                str(steps),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         result[library] = json.loads(out.stdout.strip().splitlines()[-1])["growth_mib"]
     return result

@@ -4,6 +4,7 @@ A PyTorch-shaped API (``import convgrad as cg``) over an engine whose every grad
 by hand, plus the course's theory as executable checks and an MNIST lab.
 """
 
+from convgrad import nn, optim  # noqa: E402  (after the Tensor surface exists)
 from convgrad import ops as _ops  # noqa: F401  (attaches the Tensor operators)
 from convgrad.autograd import (
     Function,
@@ -17,18 +18,33 @@ from convgrad.autograd import (
     zeros,
     zeros_like,
 )
+from convgrad.nn.summary import summary  # noqa: E402
 from convgrad.ops import cat, stack
 from convgrad.random import get_rng_state, manual_seed, set_rng_state
-
-from convgrad import nn, optim  # noqa: E402  (after the Tensor surface exists)
-from convgrad.nn.summary import summary  # noqa: E402
 
 float32 = "float32"
 float64 = "float64"
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "Tensor", "cat", "enable_grad", "float32", "float64", "get_rng_state",
-    "is_grad_enabled", "manual_seed", "nn", "no_grad", "ones", "ones_like", "optim",
-    "set_rng_state", "stack", "summary", "tensor", "zeros", "zeros_like",
+    "Function",
+    "Tensor",
+    "cat",
+    "enable_grad",
+    "float32",
+    "float64",
+    "get_rng_state",
+    "is_grad_enabled",
+    "manual_seed",
+    "nn",
+    "no_grad",
+    "ones",
+    "ones_like",
+    "optim",
+    "set_rng_state",
+    "stack",
+    "summary",
+    "tensor",
+    "zeros",
+    "zeros_like",
 ]

@@ -126,7 +126,9 @@ class Function:
         out = cls.forward(ctx, *arrays, **kwargs)
         result = Tensor._wrap(out, requires_grad=record)
         if record:
-            result._node = _Node(cls, ctx, tuple(a if isinstance(a, Tensor) else None for a in args))
+            result._node = _Node(
+                cls, ctx, tuple(a if isinstance(a, Tensor) else None for a in args)
+            )
         return result
 
 

@@ -101,7 +101,11 @@ class Div(Function):
     def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
         a, b = ctx.saved_tensors
         da = unbroadcast(grad_output / b, np.shape(a)) if ctx.needs_input_grad[0] else None
-        db = unbroadcast(-grad_output * a / (b * b), np.shape(b)) if ctx.needs_input_grad[1] else None
+        db = (
+            unbroadcast(-grad_output * a / (b * b), np.shape(b))
+            if ctx.needs_input_grad[1]
+            else None
+        )
         return da, db
 
 
@@ -599,9 +603,11 @@ def _flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     start, end = start_dim % self.ndim, end_dim % self.ndim
     shape = self.shape[:start] + (-1,) + self.shape[end + 1 :]
     if self.data.size == 0:
-        shape = self.shape[:start] + (int(np.prod(self.shape[start : end + 1])),) + self.shape[
-            end + 1 :
-        ]
+        shape = (
+            self.shape[:start]
+            + (int(np.prod(self.shape[start : end + 1])),)
+            + self.shape[end + 1 :]
+        )
     return Reshape.apply(self, shape=shape)
 
 

@@ -68,8 +68,10 @@ class Optimizer:
             )
         self.defaults.update(state_dict["defaults"])
         self.state = [
-            {k: (np.array(v, dtype=p.dtype) if isinstance(v, np.ndarray) else v)
-             for k, v in s.items()}
+            {
+                k: (np.array(v, dtype=p.dtype) if isinstance(v, np.ndarray) else v)
+                for k, v in s.items()
+            }
             for s, p in zip(states, self.params, strict=True)
         ]
 
@@ -82,21 +84,39 @@ def _check(name: str, value: float, owner: str) -> None:
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, like torch.optim.SGD::
 
-        g = grad + weight_decay * p
-        b = g (first step), else b = momentum * b + (1 - dampening) * g
-        g = g + momentum * b (nesterov) or b
-        p = p - lr * g
+    g = grad + weight_decay * p
+    b = g (first step), else b = momentum * b + (1 - dampening) * g
+    g = g + momentum * b (nesterov) or b
+    p = p - lr * g
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        for name, value in (("learning rate", lr), ("momentum value", momentum),
-                            ("weight_decay value", weight_decay)):
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        for name, value in (
+            ("learning rate", lr),
+            ("momentum value", momentum),
+            ("weight_decay value", weight_decay),
+        ):
             _check(name, value, "SGD")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ArgumentError("SGD: Nesterov momentum requires a momentum and zero dampening")
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+            ),
+        )
 
     def step(self) -> None:
         d = self.defaults
@@ -120,21 +140,27 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba), exactly torch.optim.Adam's arithmetic::
 
-        g = grad + weight_decay * p
-        m = beta1 * m + (1 - beta1) * g,   v = beta2 * v + (1 - beta2) * g^2
-        p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    g = grad + weight_decay * p
+    m = beta1 * m + (1 - beta1) * g,   v = beta2 * v + (1 - beta2) * g^2
+    p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         _check("learning rate", lr, "Adam")
         _check("epsilon value", eps, "Adam")
         _check("weight_decay value", weight_decay, "Adam")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ArgumentError(f"Adam: invalid beta parameters {betas} (each in [0, 1))")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay))
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        )
 
     def step(self) -> None:
         d = self.defaults

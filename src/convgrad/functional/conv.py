@@ -15,10 +15,10 @@ from convgrad.functional.conv_arith import (
     Pads,
     col2im,
     im2col,
-    patch_view,
     nchw_to_nhwc,
     nhwc_to_nchw,
     pad_nhwc,
+    patch_view,
 )
 
 
@@ -37,15 +37,19 @@ class ConvCache(NamedTuple):
 
 
 def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
-    """(C_out, C_in/G, kH, kW) -> (G, kH*kW*C_in/G, C_out/G), rows ordered like the patch columns."""
+    """(C_out, C_in/G, kH, kW) -> (G, kH*kW*C_in/G, C_out/G), rows ordered like patch columns."""
     c_out, c_in_g, kh, kw = weight.shape
     w = weight.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(0, 3, 4, 2, 1)
     return w.reshape(groups, kh * kw * c_in_g, c_out // groups)
 
 
 def _build_patches(
-    xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-    dilation: tuple[int, int], groups: int, out_hw: tuple[int, int],
+    xp: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    out_hw: tuple[int, int],
 ) -> np.ndarray:
     """The patch matrix of a padded NHWC input, one strided copy.
 
@@ -62,8 +66,12 @@ def _build_patches(
 
 
 def _correlate_nhwc(
-    xp: np.ndarray, weight: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int],
-    groups: int, out_hw: tuple[int, int],
+    xp: np.ndarray,
+    weight: np.ndarray,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    out_hw: tuple[int, int],
 ) -> np.ndarray:
     """Cross-correlate a padded NHWC input with an NCHW-ordered weight: one BLAS call.
 
@@ -84,8 +92,14 @@ def _correlate_nhwc(
 
 
 def conv2d_forward(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int],
-    pads: Pads, dilation: tuple[int, int], groups: int, out_hw: tuple[int, int],
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: tuple[int, int],
+    pads: Pads,
+    dilation: tuple[int, int],
+    groups: int,
+    out_hw: tuple[int, int],
 ) -> tuple[np.ndarray, ConvCache]:
     """2-D cross-correlation.
 
@@ -181,8 +195,9 @@ def conv2d_backward(
 def _patches(cache: ConvCache) -> np.ndarray:
     """Rebuild the forward patch matrix from the cached padded input."""
     kernel = cache.weight.shape[2:]
-    return _build_patches(cache.xp, kernel, cache.stride, cache.dilation, cache.groups,
-                          cache.out_hw)
+    return _build_patches(
+        cache.xp, kernel, cache.stride, cache.dilation, cache.groups, cache.out_hw
+    )
 
 
 def _input_grad_col2im(dout_mat: np.ndarray, cache: ConvCache) -> np.ndarray:
@@ -227,8 +242,12 @@ def _input_grad(dout_nhwc: np.ndarray, cache: ConvCache) -> np.ndarray:
     xs = _valid_range(off_w, sw, wo, big_w)
     if ys is not None and xs is not None:
         (y0, y1), (x0, x1) = ys, xs
-        d[:, off_h + y0 * sh : off_h + (y1 - 1) * sh + 1 : sh,
-          off_w + x0 * sw : off_w + (x1 - 1) * sw + 1 : sw, :] = dout_nhwc[:, y0:y1, x0:x1, :]
+        d[
+            :,
+            off_h + y0 * sh : off_h + (y1 - 1) * sh + 1 : sh,
+            off_w + x0 * sw : off_w + (x1 - 1) * sw + 1 : sw,
+            :,
+        ] = dout_nhwc[:, y0:y1, x0:x1, :]
     # flip(w)^T: (C_in, C_out/G, kH, kW) with groups, w_t[g*Cg + c, o] = w[g*Og + o, c, ::-1, ::-1]
     og = c_out // groups
     w_t = w[:, :, ::-1, ::-1].reshape(groups, og, c_in_g, kh, kw).transpose(0, 2, 1, 3, 4)

@@ -35,7 +35,9 @@ def normalize_tuple(value: Any, n: int, name: str, owner: str = "conv") -> tuple
         ArgumentError: a wrong length or a non-integer entry.
     """
     if isinstance(value, bool):
-        raise ArgumentError(f"{owner}: {name} must be an int or a tuple of {n} ints, received {value!r}")
+        raise ArgumentError(
+            f"{owner}: {name} must be an int or a tuple of {n} ints, received {value!r}"
+        )
     if isinstance(value, int | np.integer):
         return (int(value),) * n
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -48,7 +50,9 @@ def normalize_tuple(value: Any, n: int, name: str, owner: str = "conv") -> tuple
                 f"{owner}: {name} must be an int or a tuple of {n} ints, received {value!r}"
             )
         return tuple(int(v) for v in value)
-    raise ArgumentError(f"{owner}: {name} must be an int or a tuple of {n} ints, received {value!r}")
+    raise ArgumentError(
+        f"{owner}: {name} must be an int or a tuple of {n} ints, received {value!r}"
+    )
 
 
 def require_positive(values: tuple[int, ...], name: str, owner: str) -> None:
@@ -122,8 +126,12 @@ def conv_output_size(
 
 
 def output_sizes(
-    in_sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...], pads: Pads,
-    dilation: tuple[int, ...], owner: str = "conv",
+    in_sizes: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pads: Pads,
+    dilation: tuple[int, ...],
+    owner: str = "conv",
 ) -> tuple[int, ...]:
     """Output sizes for every spatial axis; refuses a kernel larger than the padded input."""
     out = []
@@ -161,7 +169,10 @@ def pad_nhwc(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
 
 
 def patch_view(
-    xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+    xp: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
     out_hw: tuple[int, int],
 ) -> np.ndarray:
     """A zero-copy view of all patches of a padded NHWC array.
@@ -181,7 +192,10 @@ def patch_view(
 
 
 def im2col(
-    xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+    xp: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
     out_hw: tuple[int, int],
 ) -> np.ndarray:
     """The patch matrix: one strided copy.
@@ -198,8 +212,12 @@ def im2col(
 
 
 def col2im(
-    cols: np.ndarray, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
-    stride: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
+    cols: np.ndarray,
+    padded_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    out_hw: tuple[int, int],
 ) -> np.ndarray:
     """The adjoint of :func:`im2col`: scatter-add every patch row back to its pixels.
 
@@ -221,8 +239,12 @@ def col2im(
     for i in range(kh):
         for j in range(kw):
             y0, x0 = i * dilation[0], j * dilation[1]
-            out[:, y0 : y0 + stride[0] * (ho - 1) + 1 : stride[0],
-                x0 : x0 + stride[1] * (wo - 1) + 1 : stride[1], :] += patches[:, :, :, i, j, :]
+            out[
+                :,
+                y0 : y0 + stride[0] * (ho - 1) + 1 : stride[0],
+                x0 : x0 + stride[1] * (wo - 1) + 1 : stride[1],
+                :,
+            ] += patches[:, :, :, i, j, :]
     return out
 
 

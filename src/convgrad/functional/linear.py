@@ -21,14 +21,18 @@ def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -
 
 
 def linear_backward(
-    dout: np.ndarray, x: np.ndarray, weight: np.ndarray, has_bias: bool,
-    need_dx: bool = True, need_dw: bool = True,
+    dout: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    has_bias: bool,
+    need_dx: bool = True,
+    need_dw: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of y = x W^T + b (matrix calculus, rows are examples)::
 
-        dx = dout W            (*, in)
-        dW = dout^T x          (out, in): summed over every leading index
-        db = sum_rows dout     (out,)
+    dx = dout W            (*, in)
+    dW = dout^T x          (out, in): summed over every leading index
+    db = sum_rows dout     (out,)
     """
     dout_2d = dout.reshape(-1, dout.shape[-1])
     dx = dout @ weight if need_dx else None

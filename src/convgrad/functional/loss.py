@@ -35,7 +35,10 @@ def nll_forward(
 
 
 def nll_backward(
-    dout: np.ndarray, target: np.ndarray, weight: np.ndarray, num_classes: int,
+    dout: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray,
+    num_classes: int,
     ignore_index: int = -100,
 ) -> np.ndarray:
     """d loss / d log_probs[n, c] = -dout_n * weight_n * [c == target_n]."""
@@ -64,7 +67,9 @@ def cross_entropy_forward(
 
 
 def cross_entropy_backward(
-    dout: np.ndarray, target: np.ndarray, cache: tuple[np.ndarray, np.ndarray],
+    dout: np.ndarray,
+    target: np.ndarray,
+    cache: tuple[np.ndarray, np.ndarray],
     ignore_index: int = -100,
 ) -> np.ndarray:
     """d loss / d logits[n, c] = dout_n * weight_n * (softmax[n, c] - [c == target_n]).

@@ -27,7 +27,9 @@ class PoolCache(NamedTuple):
     out_hw: tuple[int, int]
 
 
-def _reshape_pool(x_nhwc: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+def _reshape_pool(
+    x_nhwc: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
     """(N, H, W, C) -> (N, H_out, kH, W_out, kW, C), for stride == kernel and no padding."""
     n, _, _, c = x_nhwc.shape
     (kh, kw), (ho, wo) = kernel, out_hw
@@ -51,7 +53,10 @@ def _windows(x: np.ndarray, cache_like: PoolCache | tuple, fill: float) -> list[
 
 
 def max_pool2d_forward(
-    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads,
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: Pads,
     out_hw: tuple[int, int],
 ) -> tuple[np.ndarray, PoolCache]:
     """``out[n, c, y, x] = max_{i, j} x_pad[n, c, y*s_h + i, x*s_w + j]`` (padding is -inf).
@@ -103,7 +108,10 @@ def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
 
 
 def avg_pool2d_forward(
-    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads,
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: Pads,
     out_hw: tuple[int, int],
 ) -> tuple[np.ndarray, PoolCache]:
     """``out[n, c, y, x] = 1/(kH kW) * sum_{i, j} x_pad[n, c, y*s_h + i, x*s_w + j]``.
@@ -161,7 +169,7 @@ def _scatter_windows(dout_h: np.ndarray, cache: PoolCache, contribution) -> np.n
     dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=cache.dtype)
     for i in range(kh):
         for j in range(kw):
-            dxp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += contribution(
-                i * kw + j
+            dxp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += (
+                contribution(i * kw + j)
             )
     return nhwc_to_nchw(dxp[:, top : top + h, left : left + w, :])

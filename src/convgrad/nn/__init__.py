@@ -22,7 +22,25 @@ from convgrad.nn.module import Module, Parameter
 from convgrad.nn.summary import Summary, summary
 
 __all__ = [
-    "AvgPool1d", "AvgPool2d", "Conv1d", "Conv2d", "Dropout", "Flatten", "Identity", "Linear",
-    "MaxPool1d", "MaxPool2d", "Module", "ModuleList", "Parameter", "ReLU", "Sequential",
-    "Sigmoid", "Summary", "Tanh", "functional", "init", "summary",
+    "AvgPool1d",
+    "AvgPool2d",
+    "Conv1d",
+    "Conv2d",
+    "Dropout",
+    "Flatten",
+    "Identity",
+    "Linear",
+    "MaxPool1d",
+    "MaxPool2d",
+    "Module",
+    "ModuleList",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Summary",
+    "Tanh",
+    "functional",
+    "init",
+    "summary",
 ]

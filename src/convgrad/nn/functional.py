@@ -23,9 +23,23 @@ from convgrad.functional.conv_arith import (
 from convgrad.random import default_generator
 
 __all__ = [
-    "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "relu",
-    "sigmoid", "tanh", "linear", "dropout", "softmax", "log_softmax", "cross_entropy",
-    "nll_loss", "mse_loss", "flatten",
+    "conv1d",
+    "conv2d",
+    "max_pool1d",
+    "max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "linear",
+    "dropout",
+    "softmax",
+    "log_softmax",
+    "cross_entropy",
+    "nll_loss",
+    "mse_loss",
+    "flatten",
 ]
 
 
@@ -39,8 +53,15 @@ def _shape_str(shape: tuple[int, ...]) -> str:
 
 # ------------------------------------------------------------------------------- convolution
 def _conv(
-    input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, padding: Any,
-    dilation: Any, groups: int, nd: int, owner: str,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: int,
+    nd: int,
+    owner: str,
 ) -> Tensor:
     input, weight = _as_tensor(input), _as_tensor(weight)
     spatial = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
@@ -58,7 +79,9 @@ def _conv(
     if unbatched:
         input = input.unsqueeze(0)
     if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or groups <= 0:
-        raise ArgumentError(f"{owner}: expected a strictly positive groups, received groups={groups}")
+        raise ArgumentError(
+            f"{owner}: expected a strictly positive groups, received groups={groups}"
+        )
     c_out, c_in_g = weight.shape[:2]
     if c_out % groups:
         raise ArgumentError(
@@ -95,7 +118,13 @@ def _conv(
         x4 = input.reshape(n, c, 1, length)
         w4 = weight.reshape(c_out, c_in_g, 1, kernel[0])
         out = ops.Conv2d.apply(
-            x4, w4, bias, (1, stride_t[0]), ((0, 0), pads[0]), (1, dilation_t[0]), int(groups),
+            x4,
+            w4,
+            bias,
+            (1, stride_t[0]),
+            ((0, 0), pads[0]),
+            (1, dilation_t[0]),
+            int(groups),
             (1, out_sizes[0]),
         )
         out = out.reshape(n, c_out, out_sizes[0])
@@ -107,8 +136,15 @@ def _conv(
 
 
 def conv2d(
-    input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
-    dilation: Any = 1, groups: int = 1, *, _owner: str = "conv2d",
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    _owner: str = "conv2d",
 ) -> Tensor:
     """2-D convolution (cross-correlation) over an NCHW batch. See: torch.nn.functional.conv2d.
 
@@ -132,8 +168,15 @@ def conv2d(
 
 
 def conv1d(
-    input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
-    dilation: Any = 1, groups: int = 1, *, _owner: str = "conv1d",
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    _owner: str = "conv1d",
 ) -> Tensor:
     """1-D convolution (cross-correlation) over an NCL batch. See: torch.nn.functional.conv1d.
 
@@ -151,7 +194,12 @@ def conv1d(
 
 # ------------------------------------------------------------------------------- pooling
 def _pool(
-    function: type, input: Tensor, kernel_size: Any, stride: Any, padding: Any, nd: int,
+    function: type,
+    input: Tensor,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    nd: int,
     owner: str,
 ) -> Tensor:
     input = _as_tensor(input)
@@ -180,7 +228,10 @@ def _pool(
     if nd == 1:
         n, c, length = input.shape
         out = function.apply(
-            input.reshape(n, c, 1, length), (1, kernel[0]), (1, stride_t[0]), ((0, 0), pads[0]),
+            input.reshape(n, c, 1, length),
+            (1, kernel[0]),
+            (1, stride_t[0]),
+            ((0, 0), pads[0]),
             (1, out_sizes[0]),
         ).reshape(n, c, out_sizes[0])
     else:
@@ -189,7 +240,11 @@ def _pool(
 
 
 def max_pool2d(
-    input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+    input: Tensor,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    *,
     _owner: str = "max_pool2d",
 ) -> Tensor:
     """2-D max pooling. See: torch.nn.functional.max_pool2d.
@@ -206,7 +261,11 @@ def max_pool2d(
 
 
 def max_pool1d(
-    input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+    input: Tensor,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    *,
     _owner: str = "max_pool1d",
 ) -> Tensor:
     """1-D max pooling over (N, C, L). See: torch.nn.functional.max_pool1d."""
@@ -214,7 +273,11 @@ def max_pool1d(
 
 
 def avg_pool2d(
-    input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+    input: Tensor,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    *,
     _owner: str = "avg_pool2d",
 ) -> Tensor:
     """2-D average pooling; zero padding counts in the mean (count_include_pad=True).
@@ -225,7 +288,11 @@ def avg_pool2d(
 
 
 def avg_pool1d(
-    input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+    input: Tensor,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    *,
     _owner: str = "avg_pool1d",
 ) -> Tensor:
     """1-D average pooling over (N, C, L). See: torch.nn.functional.avg_pool1d."""
@@ -313,8 +380,7 @@ def _check_classification(input: Tensor, target: Any, reduction: str, owner: str
     target = target.data if isinstance(target, Tensor) else np.asarray(target)
     if target.dtype.kind not in "iu":
         raise DtypeError(
-            f"{owner}: expected integer class-index targets (int64), received dtype "
-            f"{target.dtype}"
+            f"{owner}: expected integer class-index targets (int64), received dtype {target.dtype}"
         )
     if input.ndim != 2 or target.shape != (input.shape[0],):
         raise ShapeError(
@@ -334,7 +400,7 @@ def _check_targets(target: np.ndarray, classes: int, ignore_index: int, owner: s
 def cross_entropy(
     input: Tensor, target: Any, reduction: str = "mean", ignore_index: int = -100
 ) -> Tensor:
-    """Softmax cross entropy from logits, log-sum-exp stable. See: torch.nn.functional.cross_entropy.
+    """Softmax cross entropy from logits, log-sum-exp stable. See: torch.nn.functional.cross_entropy
 
     loss_n = logsumexp(x_n) - x_n[target_n], reduced by 'mean' (over non-ignored examples),
     'sum' or 'none'.

@@ -20,7 +20,9 @@ from convgrad.nn.module import Module, Parameter
 
 def _positive_int(value: Any, name: str, owner: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ArgumentError(f"{owner}: expected a strictly positive {name}, received {name}={value!r}")
+        raise ArgumentError(
+            f"{owner}: expected a strictly positive {name}, received {name}={value!r}"
+        )
     return int(value)
 
 
@@ -28,8 +30,15 @@ class _ConvNd(Module):
     nd = 2
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-        padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
@@ -55,9 +64,13 @@ class _ConvNd(Module):
             if any(p < 0 for p in self.padding):
                 raise ArgumentError(f"{owner}: expected a non-negative padding, received {padding}")
         if self.in_channels % self.groups:
-            raise ArgumentError(f"{owner}: in_channels ({in_channels}) must be divisible by groups ({groups})")
+            raise ArgumentError(
+                f"{owner}: in_channels ({in_channels}) must be divisible by groups ({groups})"
+            )
         if self.out_channels % self.groups:
-            raise ArgumentError(f"{owner}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+            raise ArgumentError(
+                f"{owner}: out_channels ({out_channels}) must be divisible by groups ({groups})"
+            )
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self.weight = Parameter(np.zeros(shape, dtype=dtype))
         self.bias = Parameter(np.zeros(self.out_channels, dtype=dtype)) if bias else None
@@ -70,8 +83,10 @@ class _ConvNd(Module):
         k = self.kernel_size if self.nd > 1 else self.kernel_size
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={k}, stride={self.stride}"
         if self.padding != (0,) * self.nd:
-            text += f", padding={self.padding!r}" if isinstance(self.padding, str) else (
-                f", padding={self.padding}"
+            text += (
+                f", padding={self.padding!r}"
+                if isinstance(self.padding, str)
+                else (f", padding={self.padding}")
             )
         if self.dilation != (1,) * self.nd:
             text += f", dilation={self.dilation}"
@@ -106,8 +121,16 @@ class Conv2d(_ConvNd):
     nd = 2
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups, _owner=self._owner())
+        return F.conv2d(
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            _owner=self._owner(),
+        )
 
 
 class Conv1d(_ConvNd):
@@ -123,8 +146,16 @@ class Conv1d(_ConvNd):
     nd = 1
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups, _owner=self._owner())
+        return F.conv1d(
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            _owner=self._owner(),
+        )
 
 
 class Linear(Module):
@@ -137,8 +168,9 @@ class Linear(Module):
         weight: (out_features, in_features). bias: (out_features,).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 dtype: Any = np.float32) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, dtype: Any = np.float32
+    ) -> None:
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features", "Linear")
         self.out_features = _positive_int(out_features, "out_features", "Linear")
@@ -150,8 +182,10 @@ class Linear(Module):
         init.default_init_(self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.weight, self.bias, _owner=f"Linear({self.extra_repr()})")
@@ -165,8 +199,11 @@ class _PoolNd(Module):
         super().__init__()
         owner = type(self).__name__
         self.kernel_size = normalize_tuple(kernel_size, self.nd, "kernel_size", owner)
-        self.stride = self.kernel_size if stride is None else normalize_tuple(
-            stride, self.nd, "stride", owner)
+        self.stride = (
+            self.kernel_size
+            if stride is None
+            else normalize_tuple(stride, self.nd, "stride", owner)
+        )
         self.padding = normalize_tuple(padding, self.nd, "padding", owner)
         require_positive(self.kernel_size, "kernel_size", owner)
         require_positive(self.stride, "stride", owner)
@@ -178,12 +215,19 @@ class _PoolNd(Module):
 
     def extra_repr(self) -> str:
         unwrap = (lambda t: t[0]) if self.nd == 1 else (lambda t: t)
-        return (f"kernel_size={unwrap(self.kernel_size)}, stride={unwrap(self.stride)}, "
-                f"padding={unwrap(self.padding)}")
+        return (
+            f"kernel_size={unwrap(self.kernel_size)}, stride={unwrap(self.stride)}, "
+            f"padding={unwrap(self.padding)}"
+        )
 
     def forward(self, input: Tensor) -> Tensor:
-        return type(self).function(input, self.kernel_size, self.stride, self.padding,
-                                   _owner=f"{type(self).__name__}({self.extra_repr()})")
+        return type(self).function(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            _owner=f"{type(self).__name__}({self.extra_repr()})",
+        )
 
 
 class MaxPool2d(_PoolNd):

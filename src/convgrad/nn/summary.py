@@ -46,7 +46,12 @@ class Summary:
     def __str__(self) -> str:
         header = ("Layer (type)", "Output shape", "Param #", "Mult-adds")
         body = [
-            (f"{r.name} ({r.layer})", str(list(r.output_shape)), f"{r.params:,}", f"{r.mult_adds:,}")
+            (
+                f"{r.name} ({r.layer})",
+                str(list(r.output_shape)),
+                f"{r.params:,}",
+                f"{r.mult_adds:,}",
+            )
             for r in self.rows
         ]
         widths = [max(len(row[i]) for row in [header, *body]) for i in range(4)]
@@ -80,8 +85,12 @@ def _mult_adds(module: Module, inputs: tuple, output: Any) -> int:
     return 0
 
 
-def summary(model: Module, input_shape: tuple[int, ...] | list[int], dtype: Any = np.float32,
-            verbose: bool = False) -> Summary:
+def summary(
+    model: Module,
+    input_shape: tuple[int, ...] | list[int],
+    dtype: Any = np.float32,
+    verbose: bool = False,
+) -> Summary:
     """Summarise a model by running it once on zeros of ``input_shape`` (batch included).
 
     Args:
@@ -105,9 +114,15 @@ def summary(model: Module, input_shape: tuple[int, ...] | list[int], dtype: Any 
                 counted.add(id(param))
                 new += param.numel()
         shape = tuple(output.shape) if isinstance(output, Tensor) else ()
-        result.rows.append(SummaryRow(names.get(id(module), type(module).__name__),
-                                      type(module).__name__, shape, new,
-                                      _mult_adds(module, inputs, output)))
+        result.rows.append(
+            SummaryRow(
+                names.get(id(module), type(module).__name__),
+                type(module).__name__,
+                shape,
+                new,
+                _mult_adds(module, inputs, output),
+            )
+        )
 
     was_training = model.training
     model.eval()

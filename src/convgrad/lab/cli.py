@@ -1,0 +1,214 @@
+"""The lab's subcommands: ``run``, ``list``, ``report`` and ``reproduce``.
+
+Exit status: 0 done; 1 a run diverged or failed; 2 a usage or spec error (the message, on
+stderr, names the key path; no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _error(message: str) -> None:
+    print(f"convgrad: error: {message}", file=sys.stderr)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``run``, ``list``, ``report`` and ``reproduce`` to the ``convgrad`` command."""
+    run = subparsers.add_parser(
+        "run", help="train one experiment (a shipped name or a spec file)",
+        description="Train one experiment. Evaluations go to DIR/metrics.jsonl, checkpoints to "
+        "DIR/manifest.json + DIR/ckpt-<step>.npz, the outcome to DIR/result.json; a sweep runs "
+        "each point in DIR/<point>.",
+    )
+    run.add_argument("experiment", metavar="NAME|SPEC.toml")
+    run.add_argument("--steps", type=_positive, help="optimizer steps (overrides the spec)")
+    run.add_argument("--seed", type=_non_negative, help="seed (overrides the spec)")
+    run.add_argument("--eval-every", type=_positive, help="steps between evaluations")
+    run.add_argument("--budget", choices=("quick", "standard", "full"),
+                     help="use the spec's step count for this budget (default: full)")
+    run.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its last checkpoint")
+    run.add_argument("--jobs", type=_positive, default=1,
+                     help="sweep points to run in parallel processes (default: 1)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    listing = subparsers.add_parser("list", help="list the shipped experiments")
+    listing.set_defaults(func=cmd_list)
+
+    report = subparsers.add_parser(
+        "report", help="write report.md and report.html for the runs in a directory"
+    )
+    report.add_argument("directory", type=Path, metavar="DIR")
+    report.set_defaults(func=cmd_report)
+
+    reproduce = subparsers.add_parser(
+        "reproduce", help="run every shipped experiment under a budget, then the report",
+        description="quick: under 10 minutes on 2 cores; standard: under an hour; full: the "
+        "course protocol (many hours). Finished runs in --out are kept; interrupted ones resume.",
+    )
+    reproduce.add_argument("--budget", choices=("quick", "standard", "full"), default="standard")
+    reproduce.add_argument("--out", type=Path, help="directory (default: runs/reproduce-<budget>)")
+    reproduce.add_argument("--jobs", type=_positive, default=1,
+                           help="runs in parallel processes (default: 1)")
+    reproduce.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    reproduce.set_defaults(func=cmd_reproduce)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``convgrad run``."""
+    from convgrad.lab.checkpoint import CheckpointError
+    from convgrad.lab.reproduce import run_tasks, tasks_for
+    from convgrad.lab.spec import SpecError, resolve_spec
+
+    try:
+        spec = resolve_spec(args.experiment)
+        spec = spec.with_overrides(
+            budget=args.budget, steps=args.steps, seed=args.seed, eval_every=args.eval_every
+        )
+    except SpecError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    out = args.out or Path("runs") / spec.name
+    tasks = tasks_for(spec, out, resume=args.resume, budget=args.budget or "custom")
+    if args.jobs > 1 and len(tasks) > 1:
+        results = run_tasks(tasks, args.jobs, progress=False, say=print)
+        return _exit_status(results)
+    from convgrad.lab.runner import run_experiment
+
+    status = EXIT_OK
+    for task in tasks:
+        try:
+            outcome = run_experiment(
+                task.spec, task.run_dir, resume=task.resume,
+                progress=False if args.quiet else None, budget=task.budget,
+            )
+        except (SpecError, CheckpointError) as error:
+            _error(str(error))
+            return EXIT_USAGE
+        except (OSError, ValueError) as error:
+            _error(f"{task.label} failed: {error}")
+            return EXIT_FAILED
+        result = outcome.result
+        if outcome.ok:
+            print(f"{task.label}: {result['message']} -> {task.run_dir}")
+        else:
+            _error(f"{task.label}: {result['message']}")
+            status = EXIT_FAILED
+    return status
+
+
+def _exit_status(results: list[dict]) -> int:
+    for result in results:
+        if result["status"] != "completed":
+            _error(f"{result['name']} {result.get('point', '')}: {result['status']}: "
+                   f"{result.get('message', '')}")
+    return EXIT_OK if all(r["status"] == "completed" for r in results) else EXIT_FAILED
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``convgrad list``: the shipped experiments with their parameters, steps and references."""
+    from convgrad.lab.report import experiment_table
+
+    print(experiment_table())
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``convgrad report DIR``."""
+    from convgrad.lab.report import write_report
+
+    if not args.directory.is_dir():
+        _error(f"{args.directory} is not a directory")
+        return EXIT_USAGE
+    try:
+        markdown, html = write_report(args.directory)
+    except FileNotFoundError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    print(f"wrote {markdown} and {html}")
+    return EXIT_OK
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``convgrad reproduce``: every shipped experiment under a budget, then the report."""
+    from convgrad.lab.report import write_report
+    from convgrad.lab.reproduce import run_tasks, suite_tasks
+    from convgrad.lab.spec import SpecError, builtin_names
+
+    out = args.out or Path("runs") / f"reproduce-{args.budget}"
+    names = args.only
+    if names:
+        unknown = sorted(set(names) - set(builtin_names()))
+        if unknown:
+            _error(f"--only: unknown experiments {unknown}; expected some of {builtin_names()}")
+            return EXIT_USAGE
+    try:
+        tasks = suite_tasks(args.budget, out, names=names, resume=True)
+    except SpecError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    print(f"convgrad reproduce --budget {args.budget}: {len(tasks)} runs, {args.jobs} at a time, "
+          f"in {out}")
+    started = time.perf_counter()
+    results = run_tasks(tasks, args.jobs, progress=False if args.quiet else None, say=print)
+    print(f"all runs ended after {time.perf_counter() - started:.0f} s")
+    markdown, html = write_report(out, command=_command_line(args, out))
+    print(f"wrote {markdown} and {html}")
+    return _exit_status(results)
+
+
+def _command_line(args: argparse.Namespace, out: Path) -> str:
+    parts = ["convgrad reproduce", f"--budget {args.budget}", f"--out {out}"]
+    if args.jobs > 1:
+        parts.append(f"--jobs {args.jobs}")
+    if args.only:
+        parts.append("--only " + " ".join(args.only))
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The lab's subcommands alone (``python -m convgrad.lab.cli``); ``convgrad`` has them too."""
+    parser = argparse.ArgumentParser(prog="convgrad", description="The convgrad lab.")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

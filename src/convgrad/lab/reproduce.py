@@ -1,0 +1,152 @@
+"""Run many experiments (and sweep points), one at a time or in parallel processes.
+
+With ``jobs`` > 1 each run goes to a process of a spawn-started pool whose BLAS is limited to
+``max(1, cores // jobs)`` threads (threadpoolctl): on a small machine several single-threaded
+runs use the cores better than one run whose BLAS calls are too small to keep two threads busy.
+Longest runs are submitted first, so the pool ends with the short ones.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from threadpoolctl import threadpool_limits
+
+from convgrad.lab.spec import BUDGETS, ExperimentSpec, builtin_names, resolve_spec, validate_spec
+
+# Measured on the 2-core development machine, one BLAS thread, batch 50: training milliseconds
+# per example for each shipped experiment (evaluation costs about a third of it). Used only to
+# order the runs, longest first.
+MS_PER_EXAMPLE = {
+    "baseline": 4.6, "linear": 2.9, "one-conv": 0.3, "minimal": 0.9, "full-nodropout": 4.6,
+    "few250-nodropout": 4.6, "few250-small": 2.0, "few250-dropout": 4.0, "digit-sum": 7.4,
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run: a spec without a sweep, its directory and how to run it."""
+
+    spec: ExperimentSpec
+    run_dir: Path
+    resume: bool = False
+    budget: str = "custom"
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name/point``."""
+        return f"{self.spec.name}/{self.spec.point}" if self.spec.point else self.spec.name
+
+    @property
+    def cost(self) -> float:
+        """Estimated seconds of training, for ordering."""
+        per_example = MS_PER_EXAMPLE.get(self.spec.name, 4.6) / 1000
+        return self.spec.train.steps * self.spec.train.batch_size * per_example
+
+
+def tasks_for(
+    spec: ExperimentSpec, out_dir: Path, *, resume: bool = False, budget: str = "custom"
+) -> list[Task]:
+    """One task per sweep point (``out_dir/keep-0.5``), or one task in ``out_dir``."""
+    return [
+        Task(point_spec, Path(out_dir) / point if point else Path(out_dir), resume, budget)
+        for point, point_spec in spec.sweep_points()
+    ]
+
+
+def suite_tasks(
+    budget: str, out_dir: Path, *, names: Sequence[str] | None = None, resume: bool = True
+) -> list[Task]:
+    """The tasks of every shipped experiment under ``budget``, in ``out_dir/<name>``."""
+    if budget not in BUDGETS:
+        raise ValueError(f"expected budget in {list(BUDGETS)}, received {budget!r}")
+    tasks = []
+    for name in names or builtin_names():
+        spec = resolve_spec(name).with_overrides(budget=budget)
+        tasks += tasks_for(spec, Path(out_dir) / name, resume=resume, budget=budget)
+    return tasks
+
+
+def _run_task(payload: dict[str, Any], threads: int | None, progress: bool) -> dict[str, Any]:
+    """Worker: run one task with BLAS limited to ``threads``; never raises."""
+    from convgrad.lab.runner import run_experiment
+
+    spec = validate_spec(payload["spec"])
+    started = time.perf_counter()
+    try:
+        with threadpool_limits(limits=threads):
+            outcome = run_experiment(
+                spec, payload["run_dir"], resume=payload["resume"], progress=progress,
+                budget=payload["budget"],
+            )
+        return {**outcome.result, "status": outcome.status, "run_dir": str(outcome.run_dir)}
+    except Exception as error:  # reported as a failed run; the suite goes on
+        return {
+            "name": spec.name, "point": spec.point, "status": "failed",
+            "run_dir": payload["run_dir"], "message": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(), "wall_time": time.perf_counter() - started,
+        }
+
+
+def run_tasks(
+    tasks: Sequence[Task],
+    jobs: int = 1,
+    *,
+    progress: bool | None = None,
+    say: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``tasks``, ``jobs`` at a time, each with ``max(1, cores // jobs)`` BLAS threads.
+
+    Args:
+        tasks: the runs.
+        jobs: parallel processes; 1 runs in this process.
+        progress: tqdm bars (only with jobs == 1); default: when stderr is a terminal.
+        say: called with one line as each run ends.
+
+    Returns:
+        One result dict per task, in the order of ``tasks`` (status completed, diverged or
+        failed; ``message`` says why).
+    """
+    say = say or (lambda line: None)
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(int(jobs), len(tasks) or 1))
+    threads = max(1, cores // jobs)
+    payloads = [
+        {"spec": t.spec.model_dump(mode="json"), "run_dir": str(t.run_dir), "resume": t.resume,
+         "budget": t.budget}
+        for t in tasks
+    ]
+    results: list[dict[str, Any] | None] = [None] * len(tasks)
+    show = sys.stderr.isatty() if progress is None else progress
+    if jobs == 1:
+        for index, (task, payload) in enumerate(zip(tasks, payloads, strict=True)):
+            results[index] = _run_task(payload, None, show)
+            say(_summary_line(task, results[index]))
+        return results  # type: ignore[return-value]
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].cost)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_run_task, payloads[i], threads, False): i for i in order}
+        for future in as_completed(futures):
+            index = futures[future]
+            results[index] = future.result()
+            say(_summary_line(tasks[index], results[index]))
+    return results  # type: ignore[return-value]
+
+
+def _summary_line(task: Task, result: dict[str, Any]) -> str:
+    accuracy = result.get("test_acc")
+    shown = f"test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else result.get(
+        "message", ""
+    )
+    wall = result.get("wall_time") or 0.0
+    return f"{task.label:<24} {result['status']:<9} {shown} ({wall:.0f} s)"
