@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,14 +126,24 @@ class Function:
         out = cls.forward(ctx, *arrays, **kwargs)
         result = Tensor._wrap(out, requires_grad=record)
         if record:
-            result._node = _Node(
-                cls, ctx, tuple(a if isinstance(a, Tensor) else None for a in args)
-            )
+            result._node = _Node(cls, ctx, tuple(_vertex(a) for a in args))
         return result
 
 
+def _vertex(value: Any) -> _Node | Tensor | None:
+    """What the graph keeps of an op input: the node that made it, the leaf itself, or nothing.
+
+    Keeping the producing node rather than the intermediate tensor lets an activation's memory be
+    freed as soon as no op saved it for backward (as in PyTorch).
+    """
+    if not isinstance(value, Tensor) or not value.requires_grad:
+        return None
+    return value if value._node is None else value._node
+
+
 class _Node:
-    """The record of one op application: which Function, its context, and its input tensors."""
+    """The record of one op application: its Function, its context, and one graph vertex per
+    positional input (the input's own node, a leaf tensor, or None when no gradient flows)."""
 
     __slots__ = ("function", "ctx", "inputs")
 
@@ -306,33 +316,30 @@ class Tensor:
                 raise GradError(
                     f"gradient has shape {seed.shape} but the tensor has shape {self.shape}"
                 )
-        grads: dict[int, np.ndarray] = {id(self): seed}
-        for tensor in _topological_order(self):
-            grad = grads.pop(id(tensor), None)
+        root = self if self._node is None else self._node
+        grads: dict[int, np.ndarray] = {id(root): seed}
+        for vertex in _topological_order(root):
+            grad = grads.pop(id(vertex), None)
             if grad is None:
                 continue
-            node = tensor._node
-            if node is None:
-                _accumulate_leaf(tensor, grad)
+            if isinstance(vertex, Tensor):
+                _accumulate_leaf(vertex, grad)
                 continue
-            if node.ctx is None:
+            if vertex.ctx is None:
                 raise GradError(
                     "trying to backward through the graph a second time; its saved arrays were "
                     "freed. Specify retain_graph=True on the first backward call"
                 )
-            input_grads = node.function.backward(node.ctx, grad)
+            input_grads = vertex.function.backward(vertex.ctx, grad)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for parent, parent_grad in zip(node.inputs, input_grads, strict=False):
-                if parent is None or parent_grad is None or not parent.requires_grad:
+            for parent, parent_grad in zip(vertex.inputs, input_grads, strict=False):
+                if parent is None or parent_grad is None:
                     continue
                 key = id(parent)
-                if key in grads:
-                    grads[key] = grads[key] + parent_grad
-                else:
-                    grads[key] = parent_grad
+                grads[key] = grads[key] + parent_grad if key in grads else parent_grad
             if not retain_graph:
-                node.ctx = None
+                vertex.ctx = None
 
     def zero_(self) -> Tensor:
         self.data[...] = 0
@@ -351,26 +358,26 @@ def _accumulate_leaf(tensor: Tensor, grad: np.ndarray) -> None:
         tensor.grad.data += grad
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors reachable from root, each after every tensor that depends on it.
+def _topological_order(root: _Node | Tensor) -> list[_Node | Tensor]:
+    """Graph vertices reachable from root, each before every vertex it depends on.
 
     Iterative depth-first search (deep networks would overflow Python's recursion limit).
     """
-    order: list[Tensor] = []
+    order: list[_Node | Tensor] = []
     visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    stack: list[tuple[_Node | Tensor, bool]] = [(root, False)]
     while stack:
-        tensor, expanded = stack.pop()
+        vertex, expanded = stack.pop()
         if expanded:
-            order.append(tensor)
+            order.append(vertex)
             continue
-        if id(tensor) in visited:
+        if id(vertex) in visited:
             continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in tensor._node.inputs:
-                if parent is not None and parent.requires_grad and id(parent) not in visited:
+        visited.add(id(vertex))
+        stack.append((vertex, True))
+        if isinstance(vertex, _Node):
+            for parent in vertex.inputs:
+                if parent is not None and id(parent) not in visited:
                     stack.append((parent, False))
     order.reverse()
     return order
@@ -411,8 +418,3 @@ def zeros_like(t: Tensor, dtype: Any = None) -> Tensor:
 
 def ones_like(t: Tensor, dtype: Any = None) -> Tensor:
     return Tensor(np.ones(t.shape, dtype=dtype or t.dtype))
-
-
-def iter_graph(root: Tensor) -> Iterator[Tensor]:
-    """Tensors of root's graph in backward order (root first); for inspection and teaching."""
-    return iter(reversed(_topological_order(root)))
