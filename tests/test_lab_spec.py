@@ -137,7 +137,8 @@ def test_budgets_shorten_steps_and_evaluations():
 @pytest.mark.parametrize(
     "changes, expected",
     [
-        ({"optimizer": {"name": "adam", "lr": 0}}, r"optimizer\.lr: Input should be greater than 0"),
+        ({"optimizer": {"name": "adam", "lr": 0}},
+         r"optimizer\.lr: Input should be greater than 0"),
         ({"optimizer": {"name": "rmsprop"}}, r"optimizer\.name: "),
         ({"train": {"steps": 4, "stepz": 3}}, r"train\.stepz: unknown key"),
         ({"train": {"eval_every": 2}}, r"train\.steps: Field required"),

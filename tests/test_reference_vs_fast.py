@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convgrad as cg
 import convgrad.nn.functional as F
+from convgrad.functional import conv as conv_f
 from convgrad.functional.conv_arith import resolve_padding
 from convgrad.reference import conv2d_naive, pool2d_naive
 
@@ -80,3 +82,26 @@ def test_float32_is_the_default_and_is_preserved_through_a_network():
     assert loss.dtype == np.float32
     loss.backward()
     assert all(p.grad.dtype == np.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("groups,stride,padding", [(1, 1, "same"), (2, 2, 1), (1, 2, "valid")])
+def test_slicing_the_batch_under_a_memory_limit_changes_nothing(monkeypatch, groups, stride,
+                                                                 padding):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 4, 9, 8))
+    w, b = rng.standard_normal((6, 4 // groups, 3, 2)), rng.standard_normal(6)
+    dout = None
+    results = []
+    for limit in (2**40, 1):  # one slice, then one image per slice
+        monkeypatch.setattr(conv_f, "PATCH_BYTES_LIMIT", limit)
+        xt, wt, bt = (cg.tensor(a, requires_grad=True) for a in (x, w, b))
+        y = F.conv2d(xt, wt, bt, stride, padding, 1, groups)
+        dout = rng.standard_normal(y.shape) if dout is None else dout
+        y.backward(dout)
+        results.append([y.data, xt.grad.data, wt.grad.data, bt.grad.data])
+    assert len(conv_f.batch_slices(7, 1)) == 7  # the limit is 1 byte: one image per slice
+    monkeypatch.setattr(conv_f, "PATCH_BYTES_LIMIT", 100)
+    assert [s.stop - s.start for s in conv_f.batch_slices(7, 30)] == [3, 3, 1]
+    assert len(conv_f.batch_slices(7, 14)) == 1
+    for single, sliced in zip(*results, strict=True):
+        np.testing.assert_allclose(sliced, single, rtol=1e-12, atol=1e-12)

@@ -340,6 +340,7 @@ class Tensor:
                 grads[key] = grads[key] + parent_grad if key in grads else parent_grad
             if not retain_graph:
                 vertex.ctx = None
+            del grad, input_grads  # let each gradient go as soon as its consumers have it
 
     def zero_(self) -> Tensor:
         self.data[...] = 0

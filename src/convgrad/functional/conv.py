@@ -1,8 +1,11 @@
 """Convolution (cross-correlation, as in every deep-learning library) forward/backward in NumPy.
 
-One BLAS call per convolution: the input is laid out channels-last, its patch matrix is built
-with a single strided copy (:func:`conv_arith.im2col`) and multiplied by the reshaped weight.
-conv1d is conv2d with a height-1 image; both share this module.
+The input is laid out channels-last, its patch matrix is built with one strided copy
+(:func:`conv_arith.im2col`) and multiplied by the reshaped weight in one BLAS call. The patch
+matrix is kH*kW times the size of the input (160 MB for the Deep MNIST network's second layer at
+batch 256), so when it would exceed :data:`PATCH_BYTES_LIMIT` the batch is processed in a few
+slices of whole images, one strided copy and one BLAS call each; below the limit (every layer at
+batch 50) a convolution is exactly one copy and one call. conv1d is conv2d with a height-1 image.
 """
 
 from __future__ import annotations
@@ -20,6 +23,17 @@ from convgrad.functional.conv_arith import (
     pad_nhwc,
     patch_view,
 )
+
+PATCH_BYTES_LIMIT = 48 * 2**20
+"""Largest patch matrix (bytes) built at once; larger batches are sliced by whole images."""
+
+
+def batch_slices(n: int, bytes_per_image: int) -> list[slice]:
+    """Split range(n) into the fewest slices whose patch matrices fit PATCH_BYTES_LIMIT."""
+    per_slice = max(1, min(n, PATCH_BYTES_LIMIT // max(bytes_per_image, 1)))
+    count = -(-n // per_slice)
+    per_slice = -(-n // count)  # balance the slices
+    return [slice(i, min(i + per_slice, n)) for i in range(0, n, per_slice)]
 
 
 class ConvCache(NamedTuple):
@@ -65,6 +79,11 @@ def _build_patches(
     return view.transpose(5, 0, 1, 2, 3, 4, 6).reshape(groups, n * ho * wo, -1)
 
 
+def _patch_bytes(xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> int:
+    """Bytes of one image's rows of the patch matrix."""
+    return out_hw[0] * out_hw[1] * kernel[0] * kernel[1] * xp.shape[3] * xp.itemsize
+
+
 def _correlate_nhwc(
     xp: np.ndarray,
     weight: np.ndarray,
@@ -73,22 +92,29 @@ def _correlate_nhwc(
     groups: int,
     out_hw: tuple[int, int],
 ) -> np.ndarray:
-    """Cross-correlate a padded NHWC input with an NCHW-ordered weight: one BLAS call.
+    """Cross-correlate a padded NHWC input with an NCHW-ordered weight.
 
     Args:
         xp: (N, H_p, W_p, C_in), C-contiguous.
         weight: (C_out, C_in/G, kH, kW).
 
     Returns:
-        (N*H_out*W_out, C_out).
+        (N*H_out*W_out, C_out): row (n, y, x) = patch(n, y, x) @ W_mat.
     """
-    c_out = weight.shape[0]
-    cols = _build_patches(xp, weight.shape[2:], stride, dilation, groups, out_hw)
+    c_out, _, kh, kw = weight.shape
+    n = xp.shape[0]
+    rows_per_image = out_hw[0] * out_hw[1]
     wmat = _weight_matrix(weight, groups)
-    if groups == 1:
-        return cols @ wmat[0]
-    out = np.matmul(cols, wmat)  # (G, M, C_out/G)
-    return out.transpose(1, 0, 2).reshape(-1, c_out)
+    out = np.empty((n * rows_per_image, c_out), dtype=np.result_type(xp, weight))
+    for part in batch_slices(n, _patch_bytes(xp, (kh, kw), out_hw)):
+        rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
+        cols = _build_patches(xp[part], (kh, kw), stride, dilation, groups, out_hw)
+        if groups == 1:
+            np.matmul(cols, wmat[0], out=out[rows])
+        else:  # (G, M, C_out/G) -> (M, G, C_out/G): output channel g*C_out/G + o
+            grouped = np.matmul(cols, wmat)
+            out[rows].reshape(-1, groups, c_out // groups)[...] = grouped.transpose(1, 0, 2)
+    return out
 
 
 def conv2d_forward(
@@ -168,17 +194,20 @@ def conv2d_backward(
     db = dout_mat.sum(axis=0) if cache.has_bias else None
     dw = None
     if need_dw:
-        cols = _patches(cache)
-        if groups == 1:
-            dw_mat = cols.T @ dout_mat  # (kH*kW*C, C_out)
-            dw = dw_mat.reshape(kh, kw, c_in, c_out).transpose(3, 2, 0, 1)
-        else:
-            dout_g = dout_mat.reshape(m, groups, c_out // groups).transpose(1, 0, 2)
-            dw_mat = np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
-            dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
-            dw = dw.reshape(c_out, c_in_g, kh, kw)
-        dw = np.ascontiguousarray(dw)
-        del cols
+        dw_mat = np.zeros((groups, kh * kw * c_in_g, c_out // groups), dtype=dout_mat.dtype)
+        rows_per_image = ho * wo
+        for part in batch_slices(n, _patch_bytes(cache.xp, (kh, kw), cache.out_hw)):
+            rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
+            cols = _build_patches(cache.xp[part], (kh, kw), cache.stride, cache.dilation,
+                                  groups, cache.out_hw)
+            if groups == 1:
+                dw_mat[0] += cols.T @ dout_mat[rows]  # (kH*kW*C, C_out)
+            else:
+                dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
+                dw_mat += np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
+            del cols
+        dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
+        dw = np.ascontiguousarray(dw.reshape(c_out, c_in_g, kh, kw))
 
     dx = None
     if need_dx:
@@ -192,14 +221,6 @@ def conv2d_backward(
     return dx, dw, db
 
 
-def _patches(cache: ConvCache) -> np.ndarray:
-    """Rebuild the forward patch matrix from the cached padded input."""
-    kernel = cache.weight.shape[2:]
-    return _build_patches(
-        cache.xp, kernel, cache.stride, cache.dilation, cache.groups, cache.out_hw
-    )
-
-
 def _input_grad_col2im(dout_mat: np.ndarray, cache: ConvCache) -> np.ndarray:
     """dx by the adjoint of im2col: dcols = dout_mat W^T (one BLAS call), then col2im.
 
@@ -209,16 +230,21 @@ def _input_grad_col2im(dout_mat: np.ndarray, cache: ConvCache) -> np.ndarray:
     n, c_in, h, wid = cache.x_shape
     kh, kw = cache.weight.shape[2:]
     groups = cache.groups
+    c_out = dout_mat.shape[1]
+    rows_per_image = cache.out_hw[0] * cache.out_hw[1]
     wmat = _weight_matrix(cache.weight, groups)  # (G, kH*kW*Cg, C_out/G)
-    if groups == 1:
-        dcols = dout_mat @ wmat[0].T  # (M, kH*kW*C)
-    else:
-        m = dout_mat.shape[0]
-        dout_g = dout_mat.reshape(m, groups, -1).transpose(1, 0, 2)  # (G, M, C_out/G)
-        dcols = np.matmul(dout_g, wmat.transpose(0, 2, 1))  # (G, M, kH*kW*Cg)
-        dcols = dcols.reshape(groups, m, kh, kw, c_in // groups).transpose(1, 2, 3, 0, 4)
-        dcols = dcols.reshape(m, kh * kw * c_in)
-    dxp = col2im(dcols, cache.xp.shape, (kh, kw), cache.stride, cache.dilation, cache.out_hw)
+    dxp = np.empty(cache.xp.shape, dtype=dout_mat.dtype)
+    for part in batch_slices(n, _patch_bytes(cache.xp, (kh, kw), cache.out_hw)):
+        d = dout_mat[part.start * rows_per_image : part.stop * rows_per_image]
+        if groups == 1:
+            dcols = d @ wmat[0].T  # (M, kH*kW*C)
+        else:
+            d_g = d.reshape(-1, groups, c_out // groups).transpose(1, 0, 2)  # (G, M, C_out/G)
+            dcols = np.matmul(d_g, wmat.transpose(0, 2, 1))  # (G, M, kH*kW*Cg)
+            dcols = dcols.reshape(groups, -1, kh, kw, c_in // groups).transpose(1, 2, 3, 0, 4)
+            dcols = dcols.reshape(-1, kh * kw * c_in)
+        shape = (part.stop - part.start, *cache.xp.shape[1:])
+        dxp[part] = col2im(dcols, shape, (kh, kw), cache.stride, cache.dilation, cache.out_hw)
     (top, _), (left, _) = cache.pads
     return nhwc_to_nchw(dxp[:, top : top + h, left : left + wid, :])
 

@@ -185,7 +185,8 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray
         raise CheckpointError(f"{manifest_path} is not valid JSON: {error}") from None
     if manifest.get("format") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{manifest_path}: expected format {FORMAT_VERSION}, received {manifest.get('format')!r}"
+            f"{manifest_path}: expected format {FORMAT_VERSION}, "
+            f"received {manifest.get('format')!r}"
         )
     npz = run_dir / manifest["file"]
     if not npz.is_file():
@@ -201,7 +202,9 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray
         name.removeprefix("model/"): value for name, value in arrays.items()
         if name.startswith("model/")
     }
-    optimizer_arrays = {name: value for name, value in arrays.items() if name.startswith("optimizer/")}
+    optimizer_arrays = {
+        name: value for name, value in arrays.items() if name.startswith("optimizer/")
+    }
     optimizer_state = unflatten_optimizer_state(optimizer_arrays, manifest["optimizer"])
     return manifest, model_state, optimizer_state
 

@@ -98,7 +98,9 @@ def _probe(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
 def _layer(spec, shape: tuple[int, ...], num_classes: int, path: str) -> nn.Module:
     if isinstance(spec, Conv2dLayer):
         if len(shape) != 4:
-            raise SpecError(f"{path}: conv2d expects (N, C, H, W) input, the layers before give {shape}")
+            raise SpecError(
+                f"{path}: conv2d expects (N, C, H, W) input, the layers before give {shape}"
+            )
         return nn.Conv2d(
             shape[1], spec.out_channels, spec.kernel_size, stride=spec.stride,
             padding=spec.padding, bias=spec.bias,

@@ -44,7 +44,7 @@ def training_curves(title: str, records: Records, reference: float | None = None
     loss_axes.plot(steps, values, "-", color="tab:red")
     if values and min(values) > 0:
         loss_axes.set_yscale("log")
-    loss_axes.set(xlabel="step", ylabel="training loss (mean since last evaluation)",
+    loss_axes.set(xlabel="step", ylabel="training loss (mean per interval)",
                   title=f"{title}: loss")
     loss_axes.grid(alpha=0.3)
     figure.tight_layout()

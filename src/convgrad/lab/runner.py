@@ -182,10 +182,11 @@ def run_experiment(
     log.truncate_after(step)
 
     parameters = count_parameters(model)
+    dropout = dropout_of(spec.model)
     base = {
         "name": spec.name,
         "point": spec.point,
-        "keep_prob": None if dropout_of(spec.model) is None else round(1 - dropout_of(spec.model), 12),
+        "keep_prob": None if dropout is None else round(1 - dropout, 12),
         "status": None,
         "budget": budget,
         "seed": spec.seed,
@@ -231,7 +232,9 @@ def run_experiment(
                 bar.set_postfix(loss=f"{value:.3f}", acc=last_test_acc, refresh=False)
             last = step == total
             if step % spec.train.eval_every == 0 or last:
-                test_images, test_labels = (data.test.images, data.test.labels) if last else test_eval
+                test_images, test_labels = (
+                    (data.test.images, data.test.labels) if last else test_eval
+                )
                 last_train_acc = accuracy(model, *train_eval)
                 last_test_acc = accuracy(model, np.asarray(test_images), np.asarray(test_labels))
                 log.append({

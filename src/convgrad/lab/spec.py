@@ -403,7 +403,7 @@ class ExperimentSpec(_Strict):
             train["checkpoint_every"] = None
             train["eval_train_examples"] = min(train["eval_train_examples"], eval_examples)
             during = train["eval_test_examples"]
-            train["eval_test_examples"] = eval_examples if during == 0 else min(during, eval_examples)
+            train["eval_test_examples"] = min(during or eval_examples, eval_examples)
         if steps is not None:
             train["steps"] = steps
         if eval_every is not None:
@@ -414,7 +414,7 @@ class ExperimentSpec(_Strict):
         return validate_spec(data)
 
     def sweep_points(self) -> list[tuple[str, ExperimentSpec]]:
-        """``[(point name, spec)]``: one per keep probability, or ``[("", self)]`` without a sweep."""
+        """``[(point, spec)]``: one per keep probability, or ``[("", self)]`` without a sweep."""
         if self.sweep is None:
             return [("", self)]
         points = []
@@ -436,7 +436,7 @@ def dropout_of(model: Any) -> float | None:
     """The model's dropout probability (the largest, when layers differ); None without dropout."""
     if hasattr(model, "dropout"):
         return float(model.dropout)
-    layers = [*getattr(model, "layers", []), *getattr(model, "tower", []), *getattr(model, "head", [])]
+    layers = [layer for key in ("layers", "tower", "head") for layer in getattr(model, key, [])]
     values = [layer.p for layer in layers if getattr(layer, "type", None) == "dropout"]
     return max(values) if values else None
 
@@ -444,7 +444,7 @@ def dropout_of(model: Any) -> float | None:
 def _has_dropout(model: Any) -> bool:
     if hasattr(model, "dropout"):
         return True
-    layers = [*getattr(model, "layers", []), *getattr(model, "tower", []), *getattr(model, "head", [])]
+    layers = [layer for key in ("layers", "tower", "head") for layer in getattr(model, key, [])]
     return any(getattr(layer, "type", None) == "dropout" for layer in layers)
 
 
@@ -566,7 +566,8 @@ def builtin_dir() -> Path:
 def builtin_names() -> list[str]:
     """Names of the shipped experiments, in the course's order."""
     specs = [load_spec(p) for p in sorted(builtin_dir().glob("*.toml"))]
-    return [s.name for s in sorted(specs, key=lambda s: EXPERIMENT_ORDER.get(s.name, len(EXPERIMENT_ORDER)))]
+    specs.sort(key=lambda spec: EXPERIMENT_ORDER.get(spec.name, len(EXPERIMENT_ORDER)))
+    return [spec.name for spec in specs]
 
 
 EXPERIMENT_ORDER = {

@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from convgrad.errors import ConvgradError
+
+if TYPE_CHECKING:
+    from convgrad.theory.base import Check, Result
 
 
 def register(subparsers: Any) -> None:
@@ -79,7 +82,7 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(result.passed for _, result in results) else 1
 
 
-def format_table(results: list) -> str:
+def format_table(results: list[tuple[Check, Result]]) -> str:
     """The verify table: name, statement, result, measured error (and its tolerance)."""
     rows = [("name", "statement", "result", "error", "tolerance")]
     for check, result in results:

@@ -148,6 +148,9 @@ def _equivariance(
     cases: Sequence[ShiftCase] = DEFAULT_SHIFT_CASES, tolerance: float = 1e-12,
     break_threshold: float = 1e-6,
 ) -> Result:
+    """Claim 1. Args: cases, the shift experiments and what each claims (see ShiftCase);
+    tolerance for "equivariant"; break_threshold, the smallest violation that counts as broken.
+    """
     rng = np.random.default_rng(1)
     signals = {1: (rng.normal(size=9), rng.normal(size=3)),
                2: (rng.normal(size=(7, 8)), rng.normal(size=(3, 2)))}
@@ -219,8 +222,10 @@ def valid_length(n: int, k: int) -> int:
     return n - k + 1
 
 
-def _engine_length(conv_input: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
-                   padding: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...] | None:
+def _engine_length(
+    conv_input: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+    padding: tuple[int, ...], dilation: tuple[int, ...],
+) -> tuple[int, ...] | None:
     """Spatial output shape of the engine's conv on ones, or None when the engine refuses."""
     try:
         out = engine_conv(np.ones(conv_input), np.ones(kernel),
@@ -236,6 +241,9 @@ def _output_size(
     formula: Callable[[int, int, int, int, int], int] = output_size_formula,
     valid: Callable[[int, int], int] = valid_length,
 ) -> Result:
+    """Claim 2. Args: formula(size, kernel, stride, padding, dilation) -> W_out and
+    valid(n, k) -> length, the claimed size formulas. Error: the number of mismatches.
+    """
     axis_grid = list(itertools.product((1, 2, 3, 5, 8, 11), (1, 2, 3, 5), (0, 1, 2), (1, 2, 3),
                                        (1, 2)))
     named = [(28, 5, 2, 1, 1), (28, 5, 0, 1, 1), (32, 5, 2, 2, 1), (6, 6, 0, 1, 1),
@@ -243,7 +251,8 @@ def _output_size(
     mismatches: list[str] = []
     refusals = compared = 0
 
-    def compare(shape_in, kernel, stride, padding, dilation) -> tuple[int, ...] | None:
+    def compare(shape_in: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+                padding: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...] | None:
         nonlocal refusals, compared
         actual = _engine_length(shape_in, kernel, stride, padding, dilation)
         predicted = tuple(formula(*args) for args in zip(shape_in, kernel, stride, padding,
@@ -320,6 +329,8 @@ def _filter_jacobian(
     patches: Callable[[np.ndarray, int], np.ndarray] = patch_matrix, n: int = 7, k: int = 3,
     tolerance: float = 1e-8,
 ) -> Result:
+    """Claim 3. Args: patches(x, k) -> the claimed (N-K+1, K) Jacobian; n, k the sizes.
+    """
     rng = np.random.default_rng(3)
     x, f, dout = rng.normal(size=n), rng.normal(size=k), rng.normal(size=n - k + 1)
     claim = np.asarray(patches(x, k), dtype=np.float64)
@@ -418,7 +429,8 @@ _GRADIENT_CASES = (
 )
 
 
-def _per_axis(value, nd: int) -> tuple[int, ...]:
+def _per_axis(value: int | tuple[int, ...], nd: int) -> tuple[int, ...]:
+    """An int or a per-axis tuple as a per-axis tuple."""
     return (value,) * nd if isinstance(value, int) else tuple(value)
 
 
@@ -480,6 +492,9 @@ def _input_gradient(
     input_gradient: Callable[..., np.ndarray] = full_convolution_flipped,
     tolerance: float = 1e-10,
 ) -> Result:
+    """Claim 4. Args: input_gradient(dout, w, input_shape, stride, pads, dilation) -> dL/dx,
+    the claimed formula (see full_convolution_flipped), on the worked example and random cases.
+    """
     error, lines = _worked_example(input_gradient)
     measurements = {"worked_example": error}
     rng = np.random.default_rng(4)

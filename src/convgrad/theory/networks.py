@@ -101,6 +101,7 @@ def _measured_counts() -> dict[str, int]:
 
 
 def _param_counts(expected: Mapping[str, int] = EXPECTED_COUNTS) -> Result:
+    """Claim 6. Args: expected, the claimed count for every key of EXPECTED_COUNTS."""
     measured = _measured_counts()
     keys = list(measured) + [k for k in expected if k not in measured]
     lines = [f"{'count':<24} {'claimed':>12} {'cg.summary':>12}  by hand"]
@@ -158,6 +159,9 @@ def affine_map(network: nn.Module, inputs: int = 784, shape: tuple[int, ...] = (
 
 def _linear_network(relu: bool = False, pooling: str = "avg", samples: int = 32,
                     tolerance: float = 1e-9) -> Result:
+    """Claim 8. Args: relu, pooling choose the network ("max" or "avg"); samples, the random
+    images compared; tolerance, relative to max(1, output scale).
+    """
     network = deep_mnist_network(relu=relu, pooling=pooling).double().eval()
     params = sum(p.numel() for p in network.parameters())
     a, c = affine_map(network)
