@@ -11,9 +11,9 @@ import pytest
 
 from convgrad.data import MNIST
 from convgrad.data import cli as data_cli
-from convgrad.data.files import sha256_hex
 from convgrad.data.idx import encode_idx
 from convgrad.data.specs import MNIST_SPEC, SPECS
+from convgrad.files import sha256_hex
 
 
 def run(argv: list[str]) -> int:

@@ -20,9 +20,9 @@ import pytest
 
 from convgrad.data import DatasetError
 from convgrad.data import fallbacks as fb
-from convgrad.data.files import sha256_hex
 from convgrad.data.idx import encode_idx
 from convgrad.data.specs import FASHION_MNIST_SPEC, MNIST_SPEC, DebPackageFallback
+from convgrad.files import sha256_hex
 
 
 def write_marker(path: str) -> None:

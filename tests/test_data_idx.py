@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from convgrad.data import DatasetError, read_idx, write_idx
-from convgrad.data.files import atomic_write
 from convgrad.data.idx import encode_idx, parse_idx
+from convgrad.files import atomic_write
 
 
 def images_and_labels(n: int = 7, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

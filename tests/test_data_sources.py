@@ -22,11 +22,11 @@ import pytest
 
 from convgrad.data import MNIST, DatasetError, FashionMNIST, write_idx
 from convgrad.data.cache import Cache
-from convgrad.data.files import md5_hex, sha256_hex
 from convgrad.data.idx import encode_idx
 from convgrad.data.sources import load_files
 from convgrad.data.specs import MNIST_SPEC, DatasetSpec
 from convgrad.errors import ArgumentError
+from convgrad.files import md5_hex, sha256_hex
 
 SIZES = {"train": 40, "test": 20}
 

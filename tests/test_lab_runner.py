@@ -134,7 +134,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path):
     spec_path.write_text(toml_text(data))
     # both runs with the same BLAS thread count: a different count may change float rounding
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "convgrad.lab.cli", "run", str(spec_path), "--quiet", "--out"]
+    base = [sys.executable, "-m", "convgrad", "run", str(spec_path), "--quiet", "--out"]
     whole = subprocess.run([*base, str(tmp_path / "whole")], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr

@@ -8,6 +8,7 @@ is compared at 1e-10, float32 at loose tolerances.
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 import convgrad as cg
 import convgrad.nn.functional as F
+from convgrad.functional import conv as conv_functional
 from torch_oracle import helper_test_op, to_numpy, torch_pad_same
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
@@ -134,6 +136,18 @@ def test_conv1d_forward_dx_dw_db_match_torch_float64(case: ConvCase) -> None:
 @given(case=conv_cases(nd=1))
 def test_conv1d_forward_dx_dw_db_match_torch_float32(case: ConvCase) -> None:
     check_conv(case, np.float32)
+
+
+@settings(max_examples=30, **HYPOTHESIS)
+@given(case=conv_cases(nd=2), limit=st.sampled_from((1, 400, 2000)))
+def test_conv2d_sliced_over_the_batch_under_a_patch_memory_limit_matches_torch(
+    case: ConvCase, limit: int
+) -> None:
+    # large batches build their patch matrix a few images at a time; a tiny limit forces
+    # that path (one image, or a few, per slice) on small shapes
+    case = case._replace(batch=3 if case.batch is None else max(case.batch, 2))
+    with mock.patch.object(conv_functional, "PATCH_BYTES_LIMIT", limit):
+        check_conv(case, np.float64)
 
 
 def _case(nd=2, batch=2, c_in=2, c_out=3, groups=1, sizes=(7, 6), kernel=(3, 3), stride=(1, 1),

@@ -23,8 +23,8 @@ import numpy as np
 import platformdirs
 
 from convgrad.data.errors import DatasetError
-from convgrad.data.files import atomic_write, sha256_hex
 from convgrad.data.idx import parse_idx
+from convgrad.files import atomic_write, sha256_hex
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1

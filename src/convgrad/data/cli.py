@@ -15,9 +15,9 @@ from typing import Any
 from convgrad.data.cache import Cache, cache_dir, data_home
 from convgrad.data.derived import DigitPairs
 from convgrad.data.errors import DatasetError
-from convgrad.data.files import sha256_hex
 from convgrad.data.mnist import MNIST, fetch
 from convgrad.data.specs import SPECS
+from convgrad.files import sha256_hex
 
 
 def register(subparsers: Any) -> None:

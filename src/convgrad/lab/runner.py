@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 import convgrad as cg
 from convgrad.data import DataLoader
+from convgrad.files import atomic_write_json
 from convgrad.lab.checkpoint import (
     MANIFEST,
     CheckpointError,
-    atomic_write_json,
     load_checkpoint,
     remove_orphans,
     save_checkpoint,
