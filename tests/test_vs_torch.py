@@ -789,3 +789,35 @@ def test_pooling_propagates_nan_like_torch(kind) -> None:
     data = np.array([[[[1.0, np.nan, 0.0, 2.0], [3.0, 2.0, 1.0, 1.0]]]])
     torch_pool, cg_pool = POOLS[kind, 2]
     helper_test_op([data], lambda x: torch_pool(x, 2), lambda x: cg_pool(x, 2))
+
+
+LAYERS = {
+    "Conv2d": (lambda m: m.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2),
+                                  groups=2), (2, 4, 7, 8)),
+    "Conv2d-same-no-bias": (lambda m: m.Conv2d(3, 2, 4, padding="same", bias=False), (2, 3, 6, 5)),
+    "Conv1d": (lambda m: m.Conv1d(3, 6, 3, stride=2, padding=1, groups=3), (2, 3, 9)),
+    "Conv1d-unbatched": (lambda m: m.Conv1d(2, 3, 2, dilation=2), (2, 9)),
+    "Linear": (lambda m: m.Linear(5, 3), (2, 4, 5)),
+    "Linear-no-bias": (lambda m: m.Linear(5, 3, bias=False), (4, 5)),
+    "MaxPool2d": (lambda m: m.MaxPool2d(3, stride=2, padding=1), (2, 3, 7, 6)),
+    "MaxPool1d": (lambda m: m.MaxPool1d(2), (2, 3, 9)),
+    "AvgPool2d": (lambda m: m.AvgPool2d((2, 3), padding=(1, 1)), (2, 3, 7, 6)),
+    "AvgPool1d": (lambda m: m.AvgPool1d(3, stride=1), (3, 8)),
+    "Flatten": (lambda m: m.Flatten(), (2, 3, 4, 5)),
+    "Flatten-2-3": (lambda m: m.Flatten(2, 3), (2, 3, 4, 5)),
+    "ReLU": (lambda m: m.ReLU(), (3, 4)),
+    "Sigmoid": (lambda m: m.Sigmoid(), (3, 4)),
+    "Tanh": (lambda m: m.Tanh(), (3, 4)),
+    "Identity": (lambda m: m.Identity(), (3, 4)),
+    "Dropout-eval": (lambda m: m.Dropout(0.5).eval(), (3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_each_layer_with_torch_weights_matches_its_torch_module(name: str) -> None:
+    build, shape = LAYERS[name]
+    torch.manual_seed(3)
+    torch_layer, cg_layer = build(torch.nn).double(), build(cg.nn).double()
+    _copy_torch_weights(cg_layer, torch_layer)
+    helper_test_op([shape], torch_layer, cg_layer)
+    _compare_parameter_grads(cg_layer, torch_layer, atol=1e-10, rtol=1e-10)

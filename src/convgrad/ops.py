@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from convgrad.autograd import Context, Function, Tensor, _as_array
+from convgrad.autograd import DEFAULT_FLOAT, Context, Function, Tensor, _as_array
 from convgrad.functional import activation as act
 from convgrad.functional import conv as conv_f
 from convgrad.functional import dropout as dropout_f
@@ -36,13 +36,37 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return grad.reshape(shape)
 
 
-def _operand(value: Any, like: np.ndarray) -> Any:
-    """Python scalars adopt the tensor's dtype (float32 stays float32, as in PyTorch)."""
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, int | float | bool) and like.dtype.kind == "f":
-        return like.dtype.type(value)
-    return _as_array(value)
+def _promote(a: Tensor, b: Any, true_division: bool) -> tuple[Tensor, Any]:
+    """Apply PyTorch's type promotion to the operands of a binary op.
+
+    Floating point beats integer whatever the sizes (float32 tensor * int64 tensor is float32);
+    a Python float with an integer tensor, or true division of integers, gives the default
+    float32; a Python scalar never widens a tensor's dtype. NumPy alone would answer float64.
+    """
+    a_kind = a.dtype.kind
+    if not isinstance(b, Tensor | np.ndarray):
+        if isinstance(b, bool | int | float) or np.isscalar(b):
+            if a_kind == "f":
+                return a, a.dtype.type(b)
+            if isinstance(b, float) or true_division:
+                return _cast(a, DEFAULT_FLOAT), DEFAULT_FLOAT(b)
+            return a, np.int64(b) if a_kind != "b" or not isinstance(b, bool) else b
+        b = _as_array(b)
+    b_kind = b.dtype.kind
+    if a_kind == "f" and b_kind != "f":
+        return a, _cast(b, a.dtype)
+    if b_kind == "f" and a_kind != "f":
+        return _cast(a, b.dtype), b
+    if a_kind != "f" and true_division:
+        return _cast(a, DEFAULT_FLOAT), _cast(b, DEFAULT_FLOAT)
+    return a, b
+
+
+def _cast(value: Any, dtype: Any) -> Any:
+    """An integer or bool operand converted to dtype (it carries no gradient)."""
+    array = value.data if isinstance(value, Tensor) else value
+    converted = Tensor._wrap(np.asarray(array, dtype=dtype))
+    return converted if isinstance(value, Tensor) else converted.data
 
 
 # ------------------------------------------------------------------------------------ arithmetic
@@ -120,7 +144,11 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """z = a ** b; dz/da = b a^(b-1), dz/db = a^b log a."""
+    """z = a ** b; dz/da = b a^(b-1), dz/db = a^b log a.
+
+    At a = 0 both formulas meet 0 * inf; like PyTorch, dz/da is 0 where b = 0 and dz/db is 0
+    where a = 0 and b >= 0 (the limits of the expressions that are defined there).
+    """
 
     @staticmethod
     def forward(ctx: Context, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -132,11 +160,13 @@ class Pow(Function):
     def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
         a, b, out = ctx.saved_tensors
         da = db = None
-        if ctx.needs_input_grad[0]:
-            da = unbroadcast(grad_output * b * np.power(a, b - 1), np.shape(a))
-        if ctx.needs_input_grad[1]:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                db = unbroadcast(grad_output * out * np.log(a), np.shape(b))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ctx.needs_input_grad[0]:
+                local = np.where(b == 0, 0, b * np.power(a, b - 1))
+                da = unbroadcast(grad_output * local, np.shape(a))
+            if ctx.needs_input_grad[1]:
+                local = np.where((a == 0) & (b >= 0), 0, out * np.log(a))
+                db = unbroadcast(grad_output * local, np.shape(b))
         return da, db
 
 
@@ -437,7 +467,6 @@ class Conv2d(Function):
     def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dx, dw, db = conv_f.conv2d_backward(grad_output, ctx.cache, need_x, need_w)
-        ctx.cache = None
         return dx, dw, (db if ctx.needs_input_grad[2] else None)
 
 
@@ -536,8 +565,8 @@ class MseLoss(Function):
 # ------------------------------------------------------------------------- the Tensor surface
 def _binary(function: type[Function], reflected: bool = False):
     def method(self: Tensor, other: Any) -> Tensor:
-        other = _operand(other, self.data)
-        return function.apply(other, self) if reflected else function.apply(self, other)
+        this, other = _promote(self, other, function is Div)
+        return function.apply(other, this) if reflected else function.apply(this, other)
 
     return method
 

@@ -48,7 +48,7 @@ def _as_tensor(x: Any) -> Tensor:
 
 
 def _shape_str(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 # ------------------------------------------------------------------------------- convolution
