@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -165,15 +164,23 @@ def memory_child(library: str, batch: int, steps: int) -> None:
     base = _current_rss_kib()
     for x, y in batches:
         step(x, y)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = _status_kib("VmHWM")
     print(json.dumps({"growth_mib": (peak - base) / 1024, "peak_mib": peak / 1024}))
 
 
 def _current_rss_kib() -> int:
-    """The resident set size now (not the peak so far), from /proc/self/statm."""
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() // 1024
+    """The resident set size now (not the peak so far)."""
+    return _status_kib("VmRSS")
+
+
+def _status_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB. VmHWM is this process image's peak resident size
+    (unlike ru_maxrss, which a child started by fork + exec inherits from its parent)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} (this benchmark needs Linux)")
 
 
 def measure_memory(batch: int, steps: int = 4) -> dict[str, float]:

@@ -473,7 +473,8 @@ class Conv2d(Function):
 class MaxPool2d(Function):
     @staticmethod
     def forward(ctx: Context, x, kernel, stride, pads, out_hw):
-        out, ctx.cache = pool_f.max_pool2d_forward(x, kernel, stride, pads, out_hw)
+        need = ctx.needs_input_grad[0]
+        out, ctx.cache = pool_f.max_pool2d_forward(x, kernel, stride, pads, out_hw, need)
         return out
 
     @staticmethod

@@ -3,9 +3,9 @@
 The input is laid out channels-last, its patch matrix is built with one strided copy
 (:func:`conv_arith.im2col`) and multiplied by the reshaped weight in one BLAS call. The patch
 matrix is kH*kW times the size of the input (160 MB for the Deep MNIST network's second layer at
-batch 256), so when it would exceed :data:`PATCH_BYTES_LIMIT` the batch is processed in a few
-slices of whole images, one strided copy and one BLAS call each; below the limit (every layer at
-batch 50) a convolution is exactly one copy and one call. conv1d is conv2d with a height-1 image.
+batch 256), so the batch is processed in slices of whole images whose patch matrices stay under
+:data:`PATCH_BYTES_LIMIT`: one strided copy and one BLAS call per slice, with no Python loop over
+images or pixels. conv1d is conv2d with a height-1 image.
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ from convgrad.functional.conv_arith import (
     patch_view,
 )
 
-PATCH_BYTES_LIMIT = 48 * 2**20
-"""Largest patch matrix (bytes) built at once; larger batches are sliced by whole images."""
+PATCH_BYTES_LIMIT = 4 * 2**20
+"""Largest patch matrix (bytes) built at once; larger batches are sliced by whole images.
+
+Measured on a 2-core machine (Deep MNIST conv2, batch 256): slices of a few MB, which stay in
+the processor's cache between the copy that builds them and the BLAS call that reads them, are
+faster than one large matrix, and they bound the memory a convolution needs."""
 
 
 def batch_slices(n: int, bytes_per_image: int) -> list[slice]:
@@ -67,14 +71,22 @@ def _build_patches(
 ) -> np.ndarray:
     """The patch matrix of a padded NHWC input, one strided copy.
 
+    The copy's speed is set by its innermost contiguous run: kW*C values in a patch row, or W_out
+    values along an image row (stride 1). With few channels (the first layer: C = 1, a run of 5)
+    the matrix is built column-major, whose copy walks image rows; BLAS takes either order.
+
     Returns:
         (M, kH*kW*C) for groups == 1, else (G, M, kH*kW*C/G); M = N*H_out*W_out.
     """
-    if groups == 1:
-        return im2col(xp, kernel, stride, dilation, out_hw)
     n, c_in = xp.shape[0], xp.shape[3]
     ho, wo = out_hw
     view = patch_view(xp, kernel, stride, dilation, out_hw)  # (N, Ho, Wo, kH, kW, C)
+    if groups == 1:
+        channel_run = kernel[1] * c_in if dilation[1] == 1 else c_in
+        row_run = wo if stride[1] == 1 else 1
+        if row_run > channel_run:  # (kH, kW, C, N, Ho, Wo) copied, seen as its transpose
+            return view.transpose(3, 4, 5, 0, 1, 2).reshape(-1, n * ho * wo).T
+        return im2col(xp, kernel, stride, dilation, out_hw)
     view = view.reshape(n, ho, wo, kernel[0], kernel[1], groups, c_in // groups)
     return view.transpose(5, 0, 1, 2, 3, 4, 6).reshape(groups, n * ho * wo, -1)
 
@@ -211,10 +223,11 @@ def conv2d_backward(
 
     dx = None
     if need_dx:
-        # Both routes cost the same FLOPs; take the one whose temporary matrix is smaller:
-        # the full correlation's patches of dout (N*H*W, kH*kW*C_out) or the patch-gradient
-        # matrix of col2im (N*H_out*W_out, kH*kW*C_in).
-        if h * wid * c_out <= ho * wo * c_in:
+        # Two exact routes. The full correlation (one patch copy, one BLAS call per slice, no
+        # scatter) is the faster where it does no extra work; with stride s its dilated dout is
+        # mostly zeros and costs about s_h*s_w times the FLOPs of the adjoint route, which
+        # multiplies dout by W^T and scatter-adds the patch gradients back (col2im).
+        if h * wid <= 2 * ho * wo:
             dx = _input_grad(dout_nhwc, cache)
         else:
             dx = _input_grad_col2im(dout_mat, cache)

@@ -7,6 +7,7 @@ no padding (the usual stride == kernel) pools by reshaping.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -17,7 +18,7 @@ from convgrad.functional.conv_arith import Pads, nchw_to_nhwc, nhwc_to_nchw, pad
 class PoolCache(NamedTuple):
     """What the pooling backward passes need."""
 
-    x: np.ndarray | None  # max pool: the input (N, C, H, W), kept by reference, not copied
+    argmax: np.ndarray | None  # max pool: (N, H_out, W_out, C) flat window offset of the max
     out: np.ndarray | None  # max pool: the output (N, C, H_out, W_out)
     x_shape: tuple[int, int, int, int]  # (N, C, H, W)
     dtype: np.dtype
@@ -58,22 +59,39 @@ def max_pool2d_forward(
     stride: tuple[int, int],
     pads: Pads,
     out_hw: tuple[int, int],
+    need_argmax: bool = True,
 ) -> tuple[np.ndarray, PoolCache]:
     """``out[n, c, y, x] = max_{i, j} x_pad[n, c, y*s_h + i, x*s_w + j]`` (padding is -inf).
 
     Args:
         x: (N, C, H, W). kernel, stride: (kH, kW), (s_h, s_w). pads: ((t, b), (l, r)).
         out_hw: H_out = floor((H + t + b - kH) / s_h) + 1, likewise W_out.
+        need_argmax: record the argmax for backward (skipped in inference).
 
     Returns:
-        out (N, C, H_out, W_out) and the cache (input and output by reference; the backward
-        finds each window's maximum again instead of storing an index array).
+        out (N, C, H_out, W_out) and the cache, which holds each window's argmax as the flat
+        offset i*kW + j of the first maximum in row-major order (PyTorch's tie rule); a NaN is
+        the maximum of its window, as in PyTorch.
     """
     windows = _windows(x, (kernel, stride, pads, out_hw), -np.inf)
     best = np.array(windows[0], copy=True)
-    for candidate in windows[1:]:
-        np.maximum(best, candidate, out=best)  # np.maximum propagates NaN, as PyTorch does
-    cache = PoolCache(x, nhwc_to_nchw(best), x.shape, x.dtype, kernel, stride, pads, out_hw)
+    code = np.uint8 if len(windows) < 256 else np.int32
+    argmax = np.zeros(best.shape, dtype=code) if need_argmax else None
+    for offset, candidate in enumerate(windows[1:], start=1):
+        if argmax is not None:
+            # strictly greater: a tie keeps the earlier offset. The argmax is the last offset
+            # that improved on the running maximum, and offsets only grow, so a max suffices.
+            better = (candidate > best).view(np.uint8)
+            np.maximum(argmax, better * code(offset), out=argmax)
+        np.maximum(best, candidate, out=best)  # propagates NaN
+    nan = best != best
+    if argmax is not None and nan.any():  # NaN wins its window: point at the first NaN
+        unclaimed = nan.copy()
+        for offset, window in enumerate(windows):
+            first = unclaimed & (window != window)
+            argmax[first] = offset
+            unclaimed &= ~first
+    cache = PoolCache(argmax, nhwc_to_nchw(best), x.shape, x.dtype, kernel, stride, pads, out_hw)
     return cache.out, cache
 
 
@@ -81,8 +99,7 @@ def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     """dx[n, c, y*s + i, x*s + j] += dout[n, c, y, x] where (i, j) is the window's argmax.
 
     The max is piecewise linear: its Jacobian routes each upstream gradient to the input that
-    attained the maximum and gives the others zero. Ties go to the first maximal position in
-    row-major window order (PyTorch's rule); a NaN input is the maximum of its window.
+    attained the maximum and gives the others exactly zero.
 
     Args:
         dout: (N, C, H_out, W_out).
@@ -90,21 +107,8 @@ def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     Returns:
         dx (N, C, H, W).
     """
-    windows = _windows(cache.x, (cache.kernel, cache.stride, cache.pads, cache.out_hw), -np.inf)
-    best = nchw_to_nhwc(cache.out)
     dout_h = nchw_to_nhwc(dout)
-    unclaimed = np.ones(best.shape, dtype=bool)
-    nan_best = best != best
-    hits = []
-    for window in windows:
-        hit = window == best
-        if nan_best.any():
-            hit |= window != window
-        hit &= unclaimed
-        unclaimed &= ~hit
-        hits.append(hit)
-    zero = dout.dtype.type(0)
-    return _scatter_windows(dout_h, cache, lambda offset: np.where(hits[offset], dout_h, zero))
+    return _scatter_windows(dout_h, cache, lambda offset: cache.argmax == offset)
 
 
 def avg_pool2d_forward(
@@ -145,31 +149,45 @@ def avg_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     """
     kh, kw = cache.kernel
     scaled = nchw_to_nhwc(dout) * cache.dtype.type(1.0 / (kh * kw))
-    return _scatter_windows(scaled, cache, lambda offset: scaled)
+    return _scatter_windows(scaled, cache, None)
 
 
-def _scatter_windows(dout_h: np.ndarray, cache: PoolCache, contribution) -> np.ndarray:
-    """Sum contribution(offset) (N, H_out, W_out, C) into every window position of dx."""
+def _scatter_windows(
+    dout_h: np.ndarray, cache: PoolCache, mask: Callable[[int], np.ndarray] | None
+) -> np.ndarray:
+    """dx from the per-offset routing of dout: max pooling sends dout[n, y, x, c] to the offsets
+    where mask(offset) is True; average pooling (mask None) sends it to every offset."""
     n, c, h, w = cache.x_shape
     kh, kw = cache.kernel
     sh, sw = cache.stride
     ho, wo = cache.out_hw
     (top, bottom), (left, right) = cache.pads
     if _is_tiling(cache.kernel, cache.stride, cache.pads):
-        # windows tile the image: every input pixel gets exactly one contribution, so assign
-        dx6 = np.empty((n, ho, kh, wo, kw, c), dtype=cache.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                dx6[:, :, i, :, j, :] = contribution(i * kw + j)
+        # windows tile the image: every input pixel belongs to exactly one window
+        if cache.argmax is None:
+            dx6 = np.broadcast_to(dout_h[:, :, None, :, None, :], (n, ho, kh, wo, kw, c))
+            dx6 = np.ascontiguousarray(dx6)
+        else:
+            dx6 = np.empty((n, ho, kh, wo, kw, c), dtype=cache.dtype)
+            # dout * mask is the fast exact routing unless dout holds inf/NaN (inf * 0 = NaN)
+            finite = bool(np.isfinite(dout_h).all())
+            zero = cache.dtype.type(0)
+            for i in range(kh):
+                for j in range(kw):
+                    hit = mask(i * kw + j)
+                    if finite:
+                        np.multiply(dout_h, hit, out=dx6[:, :, i, :, j, :])
+                    else:
+                        dx6[:, :, i, :, j, :] = np.where(hit, dout_h, zero)
         if (ho * kh, wo * kw) == (h, w):
             return nhwc_to_nchw(dx6.reshape(n, h, w, c))
         dx = np.zeros((n, h, w, c), dtype=cache.dtype)  # the floor dropped the last rows/cols
         dx[:, : ho * kh, : wo * kw, :] = dx6.reshape(n, ho * kh, wo * kw, c)
         return nhwc_to_nchw(dx)
     dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=cache.dtype)
+    zero = cache.dtype.type(0)
     for i in range(kh):
         for j in range(kw):
-            dxp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += (
-                contribution(i * kw + j)
-            )
+            routed = dout_h if mask is None else np.where(mask(i * kw + j), dout_h, zero)
+            dxp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += routed
     return nhwc_to_nchw(dxp[:, top : top + h, left : left + w, :])
