@@ -226,3 +226,13 @@ def test_same_padding_output_is_ceil_of_input_over_stride(k, s, d):
     for size in range(max(1, d * (k - 1)), 10):
         out = F.conv1d(cg.tensor(randn(1, 1, size)), cg.tensor(randn(1, 1, k)), None, s, "same", d)
         assert out.shape[-1] == -(-size // s)
+
+
+def test_blocked_units_get_exactly_zero_gradient_even_from_infinite_upstream():
+    x = cg.tensor([[[[-1.0, 2.0], [3.0, -4.0]]]], requires_grad=True)
+    y = F.relu(x)
+    y.backward(np.full((1, 1, 2, 2), np.inf, dtype=np.float32))
+    assert x.grad.data.tolist() == [[[[0.0, np.inf], [np.inf, 0.0]]]]
+    x.grad = None
+    F.max_pool2d(x, 2).backward(np.full((1, 1, 1, 1), np.nan, dtype=np.float32))
+    assert np.isnan(x.grad.data[0, 0, 1, 0]) and np.count_nonzero(x.grad.data == 0) == 3
