@@ -426,8 +426,20 @@ class GetItem(Function):
     @staticmethod
     def backward(ctx: Context, grad_output: np.ndarray) -> np.ndarray:
         out = np.zeros(ctx.shape, dtype=ctx.dtype)
-        np.add.at(out, ctx.index, grad_output)
+        if _is_basic_index(ctx.index):
+            out[ctx.index] = grad_output  # slices and ints select each element at most once
+        else:
+            np.add.at(out, ctx.index, grad_output)  # an index array may repeat an element
         return out
+
+
+def _is_basic_index(index: Any) -> bool:
+    """True for ints, slices, None and Ellipsis (NumPy basic indexing, a view)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(
+        isinstance(p, int | np.integer | slice) or p is None or p is Ellipsis
+        for p in parts
+    ) and not any(isinstance(p, bool) for p in parts)
 
 
 class Cat(Function):
