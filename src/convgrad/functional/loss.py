@@ -6,8 +6,6 @@ import numpy as np
 
 from convgrad.functional.activation import log_softmax_forward
 
-_REDUCTIONS = ("mean", "sum", "none")
-
 
 def nll_forward(
     log_probs: np.ndarray, target: np.ndarray, reduction: str, ignore_index: int = -100
@@ -24,14 +22,15 @@ def nll_forward(
     safe_target = np.where(valid, target, 0)
     picked = np.take_along_axis(log_probs, safe_target[:, None], axis=1)[:, 0]
     losses = np.where(valid, -picked, 0).astype(log_probs.dtype)
+    weight = valid.astype(log_probs.dtype)
     if reduction == "none":
-        return losses, valid.astype(log_probs.dtype)
+        return losses, weight
     if reduction == "sum":
-        return np.asarray(losses.sum(), dtype=log_probs.dtype), valid.astype(log_probs.dtype)
-    count = max(int(valid.sum()), 1) if valid.any() else 0
-    weight = valid.astype(log_probs.dtype) / (count if count else 1)
-    total = losses.sum() / count if count else np.asarray(np.nan, dtype=log_probs.dtype)
-    return np.asarray(total, dtype=log_probs.dtype), weight
+        return np.asarray(losses.sum(), dtype=log_probs.dtype), weight
+    count = int(valid.sum())
+    if count == 0:  # every target ignored: the mean is undefined (PyTorch returns nan too)
+        return np.asarray(np.nan, dtype=log_probs.dtype), weight
+    return np.asarray(losses.sum() / count, dtype=log_probs.dtype), weight / count
 
 
 def nll_backward(
@@ -45,7 +44,7 @@ def nll_backward(
     n = target.shape[0]
     dlog = np.zeros((n, num_classes), dtype=weight.dtype)
     safe_target = np.where(target != ignore_index, target, 0)
-    scale = -(dout if dout.ndim else dout.reshape(())) * weight
+    scale = -dout * weight
     dlog[np.arange(n), safe_target] = scale
     return dlog
 
@@ -77,7 +76,7 @@ def cross_entropy_backward(
     The classic "softmax minus one-hot", scaled by 1/N for the mean reduction.
     """
     log_probs, weight = cache
-    scale = (dout if dout.ndim else dout.reshape(())) * weight  # (N,)
+    scale = dout * weight  # (N,)
     grad = np.exp(log_probs)
     valid = target != ignore_index
     grad[np.arange(len(target)), np.where(valid, target, 0)] -= 1

@@ -41,9 +41,15 @@ def _is_tiling(kernel: tuple[int, int], stride: tuple[int, int], pads: Pads) -> 
     return kernel == stride and all(p == (0, 0) for p in pads)
 
 
-def _windows(x: np.ndarray, cache_like: PoolCache | tuple, fill: float) -> list[np.ndarray]:
+def _windows(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: Pads,
+    out_hw: tuple[int, int],
+    fill: float,
+) -> list[np.ndarray]:
     """The kH*kW shifted (N, H_out, W_out, C) views of the input, in row-major offset order."""
-    kernel, stride, pads, out_hw = cache_like
     kh, kw = kernel
     xh = nchw_to_nhwc(x)
     if _is_tiling(kernel, stride, pads):
@@ -73,7 +79,7 @@ def max_pool2d_forward(
         offset i*kW + j of the first maximum in row-major order (PyTorch's tie rule); a NaN is
         the maximum of its window, as in PyTorch.
     """
-    windows = _windows(x, (kernel, stride, pads, out_hw), -np.inf)
+    windows = _windows(x, kernel, stride, pads, out_hw, -np.inf)
     best = np.array(windows[0], copy=True)
     code = np.uint8 if len(windows) < 256 else np.int32
     argmax = np.zeros(best.shape, dtype=code) if need_argmax else None
@@ -129,7 +135,7 @@ def avg_pool2d_forward(
         out (N, C, H_out, W_out) and the cache.
     """
     kh, kw = kernel
-    windows = _windows(x, (kernel, stride, pads, out_hw), 0.0)
+    windows = _windows(x, kernel, stride, pads, out_hw, 0.0)
     out = np.array(windows[0], copy=True)
     for window in windows[1:]:
         out += window
