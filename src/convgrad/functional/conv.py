@@ -1,11 +1,12 @@
 """Convolution (cross-correlation, as in every deep-learning library) forward/backward in NumPy.
 
-The input is laid out channels-last, its patch matrix is built with one strided copy
-(:func:`conv_arith.im2col`) and multiplied by the reshaped weight in one BLAS call. The patch
-matrix is kH*kW times the size of the input (160 MB for the Deep MNIST network's second layer at
-batch 256), so the batch is processed in slices of whole images whose patch matrices stay under
-:data:`PATCH_BYTES_LIMIT`: one strided copy and one BLAS call per slice, with no Python loop over
-images or pixels. conv1d is conv2d with a height-1 image.
+The input is laid out channels-last; its patch matrix is built with one strided copy of a
+zero-copy view (:func:`conv_arith.patch_view`) and multiplied by the reshaped weight in one BLAS
+call. The patch matrix is kH*kW times the size of the input (160 MB for the Deep MNIST network's
+second layer at batch 256), so the batch is processed in slices of whole images whose patch
+matrices stay under :data:`PATCH_BYTES_LIMIT`, all copied into one reused buffer: one strided
+copy and one BLAS call per slice, with no Python loop over images or pixels. conv1d is conv2d
+with a height-1 image.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import numpy as np
 from convgrad.functional.conv_arith import (
     Pads,
     col2im,
-    im2col,
     nchw_to_nhwc,
     nhwc_to_nchw,
     pad_nhwc,
     patch_view,
+    split_batch,
 )
 
 PATCH_BYTES_LIMIT = 4 * 2**20
@@ -34,10 +35,7 @@ faster than one large matrix, and they bound the memory a convolution needs."""
 
 def batch_slices(n: int, bytes_per_image: int) -> list[slice]:
     """Split range(n) into the fewest slices whose patch matrices fit PATCH_BYTES_LIMIT."""
-    per_slice = max(1, min(n, PATCH_BYTES_LIMIT // max(bytes_per_image, 1)))
-    count = -(-n // per_slice)
-    per_slice = -(-n // count)  # balance the slices
-    return [slice(i, min(i + per_slice, n)) for i in range(0, n, per_slice)]
+    return split_batch(n, bytes_per_image, PATCH_BYTES_LIMIT)
 
 
 class ConvCache(NamedTuple):
@@ -68,6 +66,7 @@ def _build_patches(
     dilation: tuple[int, int],
     groups: int,
     out_hw: tuple[int, int],
+    scratch: np.ndarray | None = None,
 ) -> np.ndarray:
     """The patch matrix of a padded NHWC input, one strided copy.
 
@@ -75,8 +74,15 @@ def _build_patches(
     values along an image row (stride 1). With few channels (the first layer: C = 1, a run of 5)
     the matrix is built column-major, whose copy walks image rows; BLAS takes either order.
 
+    Args:
+        scratch: optional flat buffer of xp's dtype to copy into (at least the matrix's size).
+            Reusing one buffer for every slice of a batch avoids a fresh multi-MB allocation per
+            slice, which the allocator serves with new pages (page faults cost as much as the
+            copy itself).
+
     Returns:
-        (M, kH*kW*C) for groups == 1, else (G, M, kH*kW*C/G); M = N*H_out*W_out.
+        (M, kH*kW*C) for groups == 1, else (G, M, kH*kW*C/G); M = N*H_out*W_out. A view of
+        scratch when given.
     """
     n, c_in = xp.shape[0], xp.shape[3]
     ho, wo = out_hw
@@ -85,10 +91,29 @@ def _build_patches(
         channel_run = kernel[1] * c_in if dilation[1] == 1 else c_in
         row_run = wo if stride[1] == 1 else 1
         if row_run > channel_run:  # (kH, kW, C, N, Ho, Wo) copied, seen as its transpose
-            return view.transpose(3, 4, 5, 0, 1, 2).reshape(-1, n * ho * wo).T
-        return im2col(xp, kernel, stride, dilation, out_hw)
+            source = view.transpose(3, 4, 5, 0, 1, 2)
+            return _copy(source, scratch).reshape(-1, n * ho * wo).T
+        return _copy(view, scratch).reshape(n * ho * wo, -1)
     view = view.reshape(n, ho, wo, kernel[0], kernel[1], groups, c_in // groups)
-    return view.transpose(5, 0, 1, 2, 3, 4, 6).reshape(groups, n * ho * wo, -1)
+    source = view.transpose(5, 0, 1, 2, 3, 4, 6)
+    return _copy(source, scratch).reshape(groups, n * ho * wo, -1)
+
+
+def _copy(source: np.ndarray, scratch: np.ndarray | None) -> np.ndarray:
+    """A C-contiguous copy of source, in scratch's memory when given."""
+    if scratch is None:
+        return np.ascontiguousarray(source)
+    target = scratch[: source.size].reshape(source.shape)
+    np.copyto(target, source)
+    return target
+
+
+def _scratch(
+    xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int], parts: list[slice]
+) -> np.ndarray:
+    """One flat buffer that holds the patch matrix of the largest slice in parts."""
+    images = max(part.stop - part.start for part in parts)
+    return np.empty(images * _patch_bytes(xp, kernel, out_hw) // xp.itemsize, dtype=xp.dtype)
 
 
 def _patch_bytes(xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> int:
@@ -118,9 +143,11 @@ def _correlate_nhwc(
     rows_per_image = out_hw[0] * out_hw[1]
     wmat = _weight_matrix(weight, groups)
     out = np.empty((n * rows_per_image, c_out), dtype=np.result_type(xp, weight))
-    for part in batch_slices(n, _patch_bytes(xp, (kh, kw), out_hw)):
+    parts = batch_slices(n, _patch_bytes(xp, (kh, kw), out_hw))
+    scratch = _scratch(xp, (kh, kw), out_hw, parts)
+    for part in parts:
         rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
-        cols = _build_patches(xp[part], (kh, kw), stride, dilation, groups, out_hw)
+        cols = _build_patches(xp[part], (kh, kw), stride, dilation, groups, out_hw, scratch)
         if groups == 1:
             np.matmul(cols, wmat[0], out=out[rows])
         else:  # (G, M, C_out/G) -> (M, G, C_out/G): output channel g*C_out/G + o
@@ -208,16 +235,17 @@ def conv2d_backward(
     if need_dw:
         dw_mat = np.zeros((groups, kh * kw * c_in_g, c_out // groups), dtype=dout_mat.dtype)
         rows_per_image = ho * wo
-        for part in batch_slices(n, _patch_bytes(cache.xp, (kh, kw), cache.out_hw)):
+        parts = batch_slices(n, _patch_bytes(cache.xp, (kh, kw), cache.out_hw))
+        scratch = _scratch(cache.xp, (kh, kw), cache.out_hw, parts)
+        for part in parts:
             rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
             cols = _build_patches(cache.xp[part], (kh, kw), cache.stride, cache.dilation,
-                                  groups, cache.out_hw)
+                                  groups, cache.out_hw, scratch)
             if groups == 1:
                 dw_mat[0] += cols.T @ dout_mat[rows]  # (kH*kW*C, C_out)
             else:
                 dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
                 dw_mat += np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
-            del cols
         dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
         dw = np.ascontiguousarray(dw.reshape(c_out, c_in_g, kh, kw))
 

@@ -1,8 +1,8 @@
 """Max and average pooling forward/backward in NumPy (1-D pooling is 2-D with height 1).
 
 Pooling works on channels-last memory like convolution. Loops run over the kH*kW kernel offsets
-only (4 iterations for 2x2 pooling), each a whole-array operation; the non-overlapping case with
-no padding (the usual stride == kernel) pools by reshaping.
+only (4 iterations for 2x2 pooling), each a whole-array operation on a slice of whole images; the
+non-overlapping case with no padding (the usual stride == kernel) pools by reshaping.
 """
 
 from __future__ import annotations
@@ -12,7 +12,27 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convgrad.functional.conv_arith import Pads, nchw_to_nhwc, nhwc_to_nchw, pad_nhwc, patch_view
+from convgrad.functional.conv_arith import (
+    Pads,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    pad_nhwc,
+    patch_view,
+    split_batch,
+)
+
+POOL_SLICE_BYTES = 2 * 2**20
+"""Pooling visits its input once per kernel offset; it does so on slices of whole images of at
+most this many input bytes, which stay in the processor's cache across the kH*kW passes instead
+of being streamed from memory kH*kW times. Measured on a 2-core machine (Deep MNIST's first pool,
+forward + backward at batch 256): 23 ms with 1-2 MB slices, 43 ms on the whole batch at once,
+37-51 ms with 128-256 KB slices (where the per-slice overhead dominates)."""
+
+
+def _slices(x_shape: tuple[int, ...], itemsize: int) -> list[slice]:
+    """Slices of whole images of an (N, C, H, W) input that fit POOL_SLICE_BYTES."""
+    n, c, h, w = x_shape
+    return split_batch(n, c * h * w * itemsize, POOL_SLICE_BYTES)
 
 
 class PoolCache(NamedTuple):
@@ -42,16 +62,15 @@ def _is_tiling(kernel: tuple[int, int], stride: tuple[int, int], pads: Pads) -> 
 
 
 def _windows(
-    x: np.ndarray,
+    xh: np.ndarray,
     kernel: tuple[int, int],
     stride: tuple[int, int],
     pads: Pads,
     out_hw: tuple[int, int],
     fill: float,
 ) -> list[np.ndarray]:
-    """The kH*kW shifted (N, H_out, W_out, C) views of the input, in row-major offset order."""
+    """The kH*kW shifted (N, H_out, W_out, C) views of an NHWC input, in row-major offset order."""
     kh, kw = kernel
-    xh = nchw_to_nhwc(x)
     if _is_tiling(kernel, stride, pads):
         view = _reshape_pool(xh, kernel, out_hw)
         return [view[:, :, i, :, j, :] for i in range(kh) for j in range(kw)]
@@ -79,26 +98,41 @@ def max_pool2d_forward(
         offset i*kW + j of the first maximum in row-major order (PyTorch's tie rule); a NaN is
         the maximum of its window, as in PyTorch.
     """
-    windows = _windows(x, kernel, stride, pads, out_hw, -np.inf)
-    best = np.array(windows[0], copy=True)
-    code = np.uint8 if len(windows) < 256 else np.int32
-    argmax = np.zeros(best.shape, dtype=code) if need_argmax else None
+    n, c = x.shape[:2]
+    xh = nchw_to_nhwc(x)
+    best = np.empty((n, *out_hw, c), dtype=x.dtype)
+    code = np.uint8 if kernel[0] * kernel[1] < 256 else np.int32
+    argmax = np.empty(best.shape, dtype=code) if need_argmax else None
+    for part in _slices(x.shape, x.itemsize):
+        windows = _windows(xh[part], kernel, stride, pads, out_hw, -np.inf)
+        _max_of_windows(windows, best[part], None if argmax is None else argmax[part])
+    cache = PoolCache(argmax, nhwc_to_nchw(best), x.shape, x.dtype, kernel, stride, pads, out_hw)
+    return cache.out, cache
+
+
+def _max_of_windows(windows: list[np.ndarray], best: np.ndarray, argmax: np.ndarray | None) -> None:
+    """Write the elementwise max of the windows into best and, if given, the first offset that
+    attains it into argmax (a NaN wins: max propagates it, and argmax points at the first)."""
+    np.copyto(best, windows[0])
+    if argmax is not None:
+        argmax[...] = 0
+    code = None if argmax is None else argmax.dtype.type
     for offset, candidate in enumerate(windows[1:], start=1):
-        if argmax is not None:
+        if code is not None:
             # strictly greater: a tie keeps the earlier offset. The argmax is the last offset
             # that improved on the running maximum, and offsets only grow, so a max suffices.
-            better = (candidate > best).view(np.uint8)
+            better = np.greater(candidate, best).view(np.uint8)
             np.maximum(argmax, better * code(offset), out=argmax)
         np.maximum(best, candidate, out=best)  # propagates NaN
+    if argmax is None:
+        return
     nan = best != best
-    if argmax is not None and nan.any():  # NaN wins its window: point at the first NaN
+    if nan.any():  # NaN wins its window: point at the first NaN
         unclaimed = nan.copy()
         for offset, window in enumerate(windows):
             first = unclaimed & (window != window)
             argmax[first] = offset
             unclaimed &= ~first
-    cache = PoolCache(argmax, nhwc_to_nchw(best), x.shape, x.dtype, kernel, stride, pads, out_hw)
-    return cache.out, cache
 
 
 def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
@@ -113,8 +147,11 @@ def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     Returns:
         dx (N, C, H, W).
     """
-    dout_h = nchw_to_nhwc(dout)
-    return _scatter_windows(dout_h, cache, lambda offset: cache.argmax == offset)
+    assert cache.argmax is not None, "max_pool2d_backward needs the forward's argmax"
+    argmax = cache.argmax
+    return _scatter_windows(
+        nchw_to_nhwc(dout), cache, lambda part, offset: argmax[part] == offset
+    )
 
 
 def avg_pool2d_forward(
@@ -135,10 +172,15 @@ def avg_pool2d_forward(
         out (N, C, H_out, W_out) and the cache.
     """
     kh, kw = kernel
-    windows = _windows(x, kernel, stride, pads, out_hw, 0.0)
-    out = np.array(windows[0], copy=True)
-    for window in windows[1:]:
-        out += window
+    n, c = x.shape[:2]
+    xh = nchw_to_nhwc(x)
+    out = np.empty((n, *out_hw, c), dtype=x.dtype)
+    for part in _slices(x.shape, x.itemsize):
+        windows = _windows(xh[part], kernel, stride, pads, out_hw, 0.0)
+        total = out[part]
+        np.copyto(total, windows[0])
+        for window in windows[1:]:
+            total += window
     out *= x.dtype.type(1.0 / (kh * kw))
     cache = PoolCache(None, None, x.shape, x.dtype, kernel, stride, pads, out_hw)
     return nhwc_to_nchw(out), cache
@@ -159,41 +201,47 @@ def avg_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
 
 
 def _scatter_windows(
-    dout_h: np.ndarray, cache: PoolCache, mask: Callable[[int], np.ndarray] | None
+    dout_h: np.ndarray,
+    cache: PoolCache,
+    mask: Callable[[slice, int], np.ndarray] | None,
 ) -> np.ndarray:
-    """dx from the per-offset routing of dout: max pooling sends dout[n, y, x, c] to the offsets
-    where mask(offset) is True; average pooling (mask None) sends it to every offset."""
+    """dx from the per-offset routing of dout (N, H_out, W_out, C): max pooling sends
+    dout[n, y, x, c] to the offsets where mask(images, offset) is True; average pooling (mask
+    None) sends it to every offset. Works on slices of whole images (see POOL_SLICE_BYTES)."""
     n, c, h, w = cache.x_shape
     kh, kw = cache.kernel
     sh, sw = cache.stride
     ho, wo = cache.out_hw
     (top, bottom), (left, right) = cache.pads
+    zero = cache.dtype.type(0)
     if _is_tiling(cache.kernel, cache.stride, cache.pads):
         # windows tile the image: every input pixel belongs to exactly one window
-        if cache.argmax is None:
+        if mask is None:
             dx6 = np.broadcast_to(dout_h[:, :, None, :, None, :], (n, ho, kh, wo, kw, c))
             dx6 = np.ascontiguousarray(dx6)
         else:
             dx6 = np.empty((n, ho, kh, wo, kw, c), dtype=cache.dtype)
-            # dout * mask is the fast exact routing unless dout holds inf/NaN (inf * 0 = NaN)
-            finite = bool(np.isfinite(dout_h).all())
-            zero = cache.dtype.type(0)
-            for i in range(kh):
-                for j in range(kw):
-                    hit = mask(i * kw + j)
-                    if finite:
-                        np.multiply(dout_h, hit, out=dx6[:, :, i, :, j, :])
-                    else:
-                        dx6[:, :, i, :, j, :] = np.where(hit, dout_h, zero)
+            for part in _slices(cache.x_shape, cache.dtype.itemsize):
+                d = dout_h[part]
+                # d * mask is the fast exact routing unless d holds inf/NaN (inf * 0 = NaN)
+                finite = bool(np.isfinite(d).all())
+                for i in range(kh):
+                    for j in range(kw):
+                        hit = mask(part, i * kw + j)
+                        if finite:
+                            np.multiply(d, hit, out=dx6[part, :, i, :, j, :])
+                        else:
+                            dx6[part, :, i, :, j, :] = np.where(hit, d, zero)
         if (ho * kh, wo * kw) == (h, w):
             return nhwc_to_nchw(dx6.reshape(n, h, w, c))
         dx = np.zeros((n, h, w, c), dtype=cache.dtype)  # the floor dropped the last rows/cols
         dx[:, : ho * kh, : wo * kw, :] = dx6.reshape(n, ho * kh, wo * kw, c)
         return nhwc_to_nchw(dx)
     dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=cache.dtype)
-    zero = cache.dtype.type(0)
-    for i in range(kh):
-        for j in range(kw):
-            routed = dout_h if mask is None else np.where(mask(i * kw + j), dout_h, zero)
-            dxp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += routed
+    for part in _slices(cache.x_shape, cache.dtype.itemsize):
+        d = dout_h[part]
+        for i in range(kh):
+            for j in range(kw):
+                routed = d if mask is None else np.where(mask(part, i * kw + j), d, zero)
+                dxp[part, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += routed
     return nhwc_to_nchw(dxp[:, top : top + h, left : left + w, :])
