@@ -8,21 +8,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from convgrad.parallel import for_rows
+
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """y = max(x, 0). Returns y (same shape and memory layout as x) and y as the cache."""
-    y = np.maximum(x, 0)
+    y = np.empty_like(x)
+    for_rows(lambda s: np.maximum(x[s], 0, out=y[s]), x)
     return y, y
 
 
 def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     """dx = dout * [x > 0] (the subgradient 0 at x = 0, as PyTorch). A unit whose input is
     negative for every example passes no gradient at all: a dead ReLU."""
-    passed = y > 0
-    with np.errstate(invalid="ignore"):
-        dx = np.multiply(dout, passed, dtype=dout.dtype)  # 5x faster than np.where
-    if not np.isfinite(dx).all():  # inf * 0 is NaN: blocked units must get exactly 0
-        dx = np.where(passed, dout, dout.dtype.type(0))
+    dx = np.empty_like(dout)
+
+    def rows(s: slice) -> None:
+        passed = y[s] > 0
+        with np.errstate(invalid="ignore"):
+            np.multiply(dout[s], passed, out=dx[s])  # 5x faster than np.where
+        if not np.isfinite(dx[s]).all():  # inf * 0 is NaN: blocked units must get exactly 0
+            dx[s] = np.where(passed, dout[s], dout.dtype.type(0))
+
+    for_rows(rows, dout)
     return dx
 
 

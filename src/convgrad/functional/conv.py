@@ -11,10 +11,12 @@ with a height-1 image.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
 
+from convgrad import parallel
 from convgrad.functional.conv_arith import (
     Pads,
     col2im,
@@ -24,13 +26,19 @@ from convgrad.functional.conv_arith import (
     patch_view,
     split_batch,
 )
+from convgrad.parallel import parallel_for, thread_buffer
 
-PATCH_BYTES_LIMIT = 4 * 2**20
+PATCH_BYTES_LIMIT = 1 * 2**20
 """Largest patch matrix (bytes) built at once; larger batches are sliced by whole images.
 
 Measured on a 2-core machine (Deep MNIST conv2, batch 256): slices of a few MB, which stay in
 the processor's cache between the copy that builds them and the BLAS call that reads them, are
 faster than one large matrix, and they bound the memory a convolution needs."""
+
+
+DW_BLOCKS = 16
+"""The weight gradient's sum over slices is split into at most this many blocks (the units of
+work of the threads)."""
 
 
 def batch_slices(n: int, bytes_per_image: int) -> list[slice]:
@@ -104,21 +112,21 @@ def _copy(source: np.ndarray, scratch: np.ndarray | None) -> np.ndarray:
     if scratch is None:
         return np.ascontiguousarray(source)
     target = scratch[: source.size].reshape(source.shape)
-    np.copyto(target, source)
+    parallel.copyto(target, source)
     return target
-
-
-def _scratch(
-    xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int], parts: list[slice]
-) -> np.ndarray:
-    """One flat buffer that holds the patch matrix of the largest slice in parts."""
-    images = max(part.stop - part.start for part in parts)
-    return np.empty(images * _patch_bytes(xp, kernel, out_hw) // xp.itemsize, dtype=xp.dtype)
 
 
 def _patch_bytes(xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> int:
     """Bytes of one image's rows of the patch matrix."""
     return out_hw[0] * out_hw[1] * kernel[0] * kernel[1] * xp.shape[3] * xp.itemsize
+
+
+def _slice_buffer(
+    store: threading.local, parts: list[slice], image_bytes: int, dtype: np.dtype
+) -> np.ndarray:
+    """This thread's flat buffer for the patch matrix of the largest slice in parts."""
+    images = max(part.stop - part.start for part in parts)
+    return thread_buffer(store, images * image_bytes // np.dtype(dtype).itemsize, dtype)
 
 
 def _correlate_nhwc(
@@ -128,31 +136,40 @@ def _correlate_nhwc(
     dilation: tuple[int, int],
     groups: int,
     out_hw: tuple[int, int],
+    bias: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cross-correlate a padded NHWC input with an NCHW-ordered weight.
 
     Args:
         xp: (N, H_p, W_p, C_in), C-contiguous.
         weight: (C_out, C_in/G, kH, kW).
+        bias: (C_out,) or None, added to each slice while it is in the cache.
 
     Returns:
-        (N*H_out*W_out, C_out): row (n, y, x) = patch(n, y, x) @ W_mat.
+        (N*H_out*W_out, C_out): row (n, y, x) = patch(n, y, x) @ W_mat (+ bias).
     """
     c_out, _, kh, kw = weight.shape
     n = xp.shape[0]
     rows_per_image = out_hw[0] * out_hw[1]
     wmat = _weight_matrix(weight, groups)
     out = np.empty((n * rows_per_image, c_out), dtype=np.result_type(xp, weight))
-    parts = batch_slices(n, _patch_bytes(xp, (kh, kw), out_hw))
-    scratch = _scratch(xp, (kh, kw), out_hw, parts)
-    for part in parts:
+    image_bytes = _patch_bytes(xp, (kh, kw), out_hw)
+    parts = batch_slices(n, image_bytes)
+    store = threading.local()
+
+    def correlate(part: slice) -> None:
         rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
+        scratch = _slice_buffer(store, parts, image_bytes, xp.dtype)
         cols = _build_patches(xp[part], (kh, kw), stride, dilation, groups, out_hw, scratch)
         if groups == 1:
             np.matmul(cols, wmat[0], out=out[rows])
         else:  # (G, M, C_out/G) -> (M, G, C_out/G): output channel g*C_out/G + o
             grouped = np.matmul(cols, wmat)
             out[rows].reshape(-1, groups, c_out // groups)[...] = grouped.transpose(1, 0, 2)
+        if bias is not None:
+            out[rows] += bias
+
+    parallel_for(parts, correlate, n * image_bytes, blas=True)
     return out
 
 
@@ -185,9 +202,7 @@ def conv2d_forward(
     """
     n = x.shape[0]
     xp = pad_nhwc(nchw_to_nhwc(x), pads)
-    out = _correlate_nhwc(xp, weight, stride, dilation, groups, out_hw)
-    if bias is not None:
-        out += bias
+    out = _correlate_nhwc(xp, weight, stride, dilation, groups, out_hw, bias)
     out = nhwc_to_nchw(out.reshape(n, out_hw[0], out_hw[1], weight.shape[0]))
     # The patch matrix is kH*kW times larger than the input: keep the padded input and rebuild
     # the patches in backward (one extra strided copy) rather than hold them between passes.
@@ -233,19 +248,39 @@ def conv2d_backward(
     db = dout_mat.sum(axis=0) if cache.has_bias else None
     dw = None
     if need_dw:
-        dw_mat = np.zeros((groups, kh * kw * c_in_g, c_out // groups), dtype=dout_mat.dtype)
         rows_per_image = ho * wo
-        parts = batch_slices(n, _patch_bytes(cache.xp, (kh, kw), cache.out_hw))
-        scratch = _scratch(cache.xp, (kh, kw), cache.out_hw, parts)
-        for part in parts:
+        image_bytes = _patch_bytes(cache.xp, (kh, kw), cache.out_hw)
+        parts = batch_slices(n, image_bytes)
+        store = threading.local()
+        # dW is summed over slices: in blocks of consecutive slices (at most DW_BLOCKS, fixed
+        # by the batch, not by the thread count), each block's sum computed on one thread,
+        # then the block sums added in order: the same bits on any number of threads.
+        blocks = parallel.split(len(parts), DW_BLOCKS)
+        partial: list[np.ndarray | None] = [None] * len(blocks)
+
+        def term(part: slice) -> np.ndarray:
             rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
+            scratch = _slice_buffer(store, parts, image_bytes, cache.xp.dtype)
             cols = _build_patches(cache.xp[part], (kh, kw), cache.stride, cache.dilation,
                                   groups, cache.out_hw, scratch)
             if groups == 1:
-                dw_mat[0] += cols.T @ dout_mat[rows]  # (kH*kW*C, C_out)
-            else:
-                dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
-                dw_mat += np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
+                return (cols.T @ dout_mat[rows])[None]  # (1, kH*kW*C, C_out)
+            dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
+            return np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
+
+        def block_sum(k: int) -> None:
+            total = None
+            for part in parts[blocks[k]]:
+                if total is None:
+                    total = term(part)
+                else:
+                    total += term(part)
+            partial[k] = total
+
+        parallel_for(range(len(blocks)), block_sum, n * image_bytes, blas=True)
+        dw_mat = partial[0]
+        for block in partial[1:]:
+            dw_mat += block
         dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
         dw = np.ascontiguousarray(dw.reshape(c_out, c_in_g, kh, kw))
 
@@ -275,7 +310,9 @@ def _input_grad_col2im(dout_mat: np.ndarray, cache: ConvCache) -> np.ndarray:
     rows_per_image = cache.out_hw[0] * cache.out_hw[1]
     wmat = _weight_matrix(cache.weight, groups)  # (G, kH*kW*Cg, C_out/G)
     dxp = np.empty(cache.xp.shape, dtype=dout_mat.dtype)
-    for part in batch_slices(n, _patch_bytes(cache.xp, (kh, kw), cache.out_hw)):
+    image_bytes = _patch_bytes(cache.xp, (kh, kw), cache.out_hw)
+
+    def scatter(part: slice) -> None:
         d = dout_mat[part.start * rows_per_image : part.stop * rows_per_image]
         if groups == 1:
             dcols = d @ wmat[0].T  # (M, kH*kW*C)
@@ -286,6 +323,8 @@ def _input_grad_col2im(dout_mat: np.ndarray, cache: ConvCache) -> np.ndarray:
             dcols = dcols.reshape(-1, kh * kw * c_in)
         shape = (part.stop - part.start, *cache.xp.shape[1:])
         dxp[part] = col2im(dcols, shape, (kh, kw), cache.stride, cache.dilation, cache.out_hw)
+
+    parallel_for(batch_slices(n, image_bytes), scatter, n * image_bytes, blas=True)
     (top, _), (left, _) = cache.pads
     return nhwc_to_nchw(dxp[:, top : top + h, left : left + wid, :])
 

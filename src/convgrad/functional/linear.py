@@ -1,8 +1,28 @@
-"""Affine map forward/backward in NumPy."""
+"""Affine map forward/backward in NumPy.
+
+The matrix products of 2-D inputs are split over convgrad's threads (see convgrad.parallel)
+into blocks of columns of the result, one BLAS call each.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from convgrad.parallel import parallel_for, split
+
+
+def _matmul_by_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for 2-D a (M, K) and b (K, N); blocks of the result's columns are computed on
+    convgrad's threads, one single-threaded BLAS call each (measured on 2 cores for Deep MNIST's
+    3136 -> 1024 layer: within 15% of one two-threaded call, and no BLAS threads left spinning
+    on the cores the next elementwise kernels use)."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+
+    def columns(s: slice) -> None:
+        np.matmul(a, b[:, s], out=out[:, s])
+
+    parallel_for(split(b.shape[1]), columns, a.nbytes + b.nbytes + out.nbytes, blas=True)
+    return out
 
 
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
@@ -14,7 +34,10 @@ def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -
     Returns:
         (*, out_features).
     """
-    y = x @ weight.T
+    if x.ndim == 2:
+        y = _matmul_by_columns(x, weight.T)
+    else:
+        y = x @ weight.T
     if bias is not None:
         y += bias
     return y
@@ -35,7 +58,9 @@ def linear_backward(
     db = sum_rows dout     (out,)
     """
     dout_2d = dout.reshape(-1, dout.shape[-1])
-    dx = dout @ weight if need_dx else None
-    dw = dout_2d.T @ x.reshape(-1, x.shape[-1]) if need_dw else None
+    dx = None
+    if need_dx:
+        dx = _matmul_by_columns(dout, weight) if dout.ndim == 2 else dout @ weight
+    dw = _matmul_by_columns(dout_2d.T, x.reshape(-1, x.shape[-1])) if need_dw else None
     db = dout_2d.sum(axis=0) if has_bias else None
     return dx, dw, db

@@ -20,6 +20,7 @@ from convgrad.functional.conv_arith import (
     patch_view,
     split_batch,
 )
+from convgrad.parallel import parallel_for
 
 POOL_SLICE_BYTES = 2 * 2**20
 """Pooling visits its input once per kernel offset; it does so on slices of whole images of at
@@ -103,9 +104,12 @@ def max_pool2d_forward(
     best = np.empty((n, *out_hw, c), dtype=x.dtype)
     code = np.uint8 if kernel[0] * kernel[1] < 256 else np.int32
     argmax = np.empty(best.shape, dtype=code) if need_argmax else None
-    for part in _slices(x.shape, x.itemsize):
+
+    def pool(part: slice) -> None:
         windows = _windows(xh[part], kernel, stride, pads, out_hw, -np.inf)
         _max_of_windows(windows, best[part], None if argmax is None else argmax[part])
+
+    parallel_for(_slices(x.shape, x.itemsize), pool, x.nbytes)
     cache = PoolCache(argmax, nhwc_to_nchw(best), x.shape, x.dtype, kernel, stride, pads, out_hw)
     return cache.out, cache
 
@@ -175,13 +179,17 @@ def avg_pool2d_forward(
     n, c = x.shape[:2]
     xh = nchw_to_nhwc(x)
     out = np.empty((n, *out_hw, c), dtype=x.dtype)
-    for part in _slices(x.shape, x.itemsize):
+    scale = x.dtype.type(1.0 / (kh * kw))
+
+    def pool(part: slice) -> None:
         windows = _windows(xh[part], kernel, stride, pads, out_hw, 0.0)
         total = out[part]
         np.copyto(total, windows[0])
         for window in windows[1:]:
             total += window
-    out *= x.dtype.type(1.0 / (kh * kw))
+        total *= scale
+
+    parallel_for(_slices(x.shape, x.itemsize), pool, x.nbytes)
     cache = PoolCache(None, None, x.shape, x.dtype, kernel, stride, pads, out_hw)
     return nhwc_to_nchw(out), cache
 
@@ -221,7 +229,8 @@ def _scatter_windows(
             dx6 = np.ascontiguousarray(dx6)
         else:
             dx6 = np.empty((n, ho, kh, wo, kw, c), dtype=cache.dtype)
-            for part in _slices(cache.x_shape, cache.dtype.itemsize):
+
+            def route(part: slice) -> None:
                 d = dout_h[part]
                 # d * mask is the fast exact routing unless d holds inf/NaN (inf * 0 = NaN)
                 finite = bool(np.isfinite(d).all())
@@ -232,16 +241,21 @@ def _scatter_windows(
                             np.multiply(d, hit, out=dx6[part, :, i, :, j, :])
                         else:
                             dx6[part, :, i, :, j, :] = np.where(hit, d, zero)
+
+            parallel_for(_slices(cache.x_shape, cache.dtype.itemsize), route, dx6.nbytes)
         if (ho * kh, wo * kw) == (h, w):
             return nhwc_to_nchw(dx6.reshape(n, h, w, c))
         dx = np.zeros((n, h, w, c), dtype=cache.dtype)  # the floor dropped the last rows/cols
         dx[:, : ho * kh, : wo * kw, :] = dx6.reshape(n, ho * kh, wo * kw, c)
         return nhwc_to_nchw(dx)
     dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=cache.dtype)
-    for part in _slices(cache.x_shape, cache.dtype.itemsize):
+
+    def scatter(part: slice) -> None:
         d = dout_h[part]
         for i in range(kh):
             for j in range(kw):
                 routed = d if mask is None else np.where(mask(part, i * kw + j), d, zero)
                 dxp[part, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += routed
+
+    parallel_for(_slices(cache.x_shape, cache.dtype.itemsize), scatter, dxp.nbytes)
     return nhwc_to_nchw(dxp[:, top : top + h, left : left + w, :])

@@ -1,0 +1,184 @@
+"""Memory-bound NumPy work on several cores.
+
+NumPy releases the GIL inside its loops, so one large elementwise operation, copy or per-slice
+computation split into parts runs on several threads at once (the BLAS already does this for the
+matrix products). convgrad uses it in its memory-bound hot paths: activations, pooling, the
+convolution's patch copies and the optimizers' updates. On a 2-core machine two threads make
+them about 1.5x faster (Deep MNIST at batch 256).
+
+Results never depend on the number of threads: each part is computed by exactly the operations
+that the whole would be, and no reduction is split.
+
+``cg.set_num_threads(n)`` sets the count (default: the CPUs this process may run on), like
+``torch.set_num_threads``; 1 turns the threads off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+from convgrad.errors import ArgumentError
+
+T = TypeVar("T")
+
+MIN_PARALLEL_BYTES = 1 << 20
+"""Below about this many bytes of work a thread hand-off (tens of microseconds) costs more than
+the second core saves: such work runs in the calling thread."""
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_threads = _default_threads()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_local = threading.local()
+
+
+def get_num_threads() -> int:
+    """The number of threads convgrad's memory-bound kernels use."""
+    return _threads
+
+
+def set_num_threads(n: int) -> None:
+    """Use n threads (n >= 1) for convgrad's memory-bound kernels. The BLAS has its own setting
+    (e.g. threadpoolctl.threadpool_limits, or OPENBLAS_NUM_THREADS)."""
+    global _threads, _pool
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ArgumentError(f"set_num_threads: expected an int >= 1, got {n!r}")
+    with _pool_lock:
+        if n != _threads and _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+        _threads = n
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="convgrad")
+        return _pool
+
+
+def _run_group(fn: Callable[[T], None], group: Sequence[T]) -> None:
+    _local.inside = True
+    try:
+        for part in group:
+            fn(part)
+    finally:
+        _local.inside = False
+
+
+def parallel_for(
+    parts: Sequence[T], fn: Callable[[T], None], nbytes: int, blas: bool = False
+) -> None:
+    """Call fn(part) for every part, the parts spread over get_num_threads() threads.
+
+    The parts are cut into as many contiguous groups as there are threads; the calling thread
+    runs the first group itself. fn must only write memory that no other part writes.
+    Exceptions propagate. Runs serially for small work (nbytes < MIN_PARALLEL_BYTES), with one
+    thread, and inside a part (no nesting).
+
+    Args:
+        parts: the work items (e.g. slices of the batch).
+        fn: called once per part.
+        nbytes: about how many bytes the whole job touches (decides whether threads pay off).
+        blas: the parts call the BLAS (matrix products). When they run on several threads the
+            BLAS is made single-threaded meanwhile (our threads already use the cores), which
+            also keeps its idle worker threads from spinning on the cores our threads need.
+    """
+    workers = min(_threads, len(parts))
+    if workers < 2 or nbytes < MIN_PARALLEL_BYTES or getattr(_local, "inside", False):
+        for part in parts:
+            fn(part)
+        return
+    bounds = np.linspace(0, len(parts), workers + 1).round().astype(int)
+    groups = [parts[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    with _single_threaded_blas() if blas else contextlib.nullcontext():
+        pool = _get_pool()
+        futures = [pool.submit(_run_group, fn, group) for group in groups[1:]]
+        try:
+            _run_group(fn, groups[0])
+        finally:
+            for future in futures:
+                future.result()
+
+
+_blas_controllers: list | None = None
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Set every loaded BLAS to one thread, restoring each one's count afterwards."""
+    global _blas_controllers
+    if _blas_controllers is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controllers = ThreadpoolController().select(user_api="blas").lib_controllers
+    saved = [c.get_num_threads() for c in _blas_controllers]
+    for c in _blas_controllers:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in zip(_blas_controllers, saved, strict=True):
+            c.set_num_threads(n)
+
+
+def thread_buffer(store: threading.local, size: int, dtype: np.dtype) -> np.ndarray:
+    """A flat scratch array of at least ``size`` elements, one per thread for a given store (a
+    ``threading.local()`` the caller creates for one job): parts running on different threads
+    never share it, parts running on the same thread reuse it."""
+    buffer = getattr(store, "buffer", None)
+    if buffer is None or buffer.size < size or buffer.dtype != dtype:
+        buffer = store.buffer = np.empty(size, dtype=dtype)
+    return buffer
+
+
+def split(n: int, pieces: int | None = None) -> list[slice]:
+    """range(n) cut into ``pieces`` (default: the thread count) contiguous, near-equal slices."""
+    pieces = max(1, min(n, pieces or _threads))
+    bounds = np.linspace(0, n, pieces + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def copyto(target: np.ndarray, source: np.ndarray) -> None:
+    """np.copyto(target, source) (same shapes), split along the first axis over the threads."""
+    if target.ndim == 0 or target.shape[0] < 2:
+        np.copyto(target, source)
+        return
+    parts = split(target.shape[0])
+    parallel_for(parts, lambda s: np.copyto(target[s], source[s]), target.nbytes)
+
+
+CHUNK_BYTES = 1 << 20
+"""Row chunks for :func:`for_rows` hold about this many bytes: small enough that the
+temporaries of a multi-pass kernel stay in the cache, large enough that the per-chunk Python
+overhead (microseconds) is negligible."""
+
+
+def for_rows(fn: Callable[[slice], None], x: np.ndarray) -> None:
+    """Call fn(rows) over chunks of x's first axis (about CHUNK_BYTES each), on the threads.
+
+    For elementwise kernels: fn(s) reads x[s] (and arrays of x's shape) and writes out[s] only.
+    A 0-d x, or one with a single row, is one call fn(slice(None)) in this thread.
+    """
+    if x.ndim == 0 or x.shape[0] < 2:
+        fn(slice(None))
+        return
+    n = x.shape[0]
+    per_chunk = max(1, min(n, CHUNK_BYTES * n // max(x.nbytes, 1)))
+    chunks = [slice(i, min(i + per_chunk, n)) for i in range(0, n, per_chunk)]
+    parallel_for(chunks, fn, x.nbytes)
