@@ -121,12 +121,10 @@ def _patch_bytes(xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int
     return out_hw[0] * out_hw[1] * kernel[0] * kernel[1] * xp.shape[3] * xp.itemsize
 
 
-def _slice_buffer(
-    store: threading.local, parts: list[slice], image_bytes: int, dtype: np.dtype
-) -> np.ndarray:
-    """This thread's flat buffer for the patch matrix of the largest slice in parts."""
+def _buffer_size(parts: list[slice], image_bytes: int, dtype: np.dtype) -> int:
+    """Elements of a buffer that holds the patch matrix of the largest slice in parts."""
     images = max(part.stop - part.start for part in parts)
-    return thread_buffer(store, images * image_bytes // np.dtype(dtype).itemsize, dtype)
+    return images * image_bytes // np.dtype(dtype).itemsize
 
 
 def _correlate_nhwc(
@@ -155,11 +153,11 @@ def _correlate_nhwc(
     out = np.empty((n * rows_per_image, c_out), dtype=np.result_type(xp, weight))
     image_bytes = _patch_bytes(xp, (kh, kw), out_hw)
     parts = batch_slices(n, image_bytes)
-    store = threading.local()
+    store, size = threading.local(), _buffer_size(parts, image_bytes, xp.dtype)
 
     def correlate(part: slice) -> None:
         rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
-        scratch = _slice_buffer(store, parts, image_bytes, xp.dtype)
+        scratch = thread_buffer(store, size, xp.dtype)
         cols = _build_patches(xp[part], (kh, kw), stride, dilation, groups, out_hw, scratch)
         if groups == 1:
             np.matmul(cols, wmat[0], out=out[rows])
@@ -251,7 +249,7 @@ def conv2d_backward(
         rows_per_image = ho * wo
         image_bytes = _patch_bytes(cache.xp, (kh, kw), cache.out_hw)
         parts = batch_slices(n, image_bytes)
-        store = threading.local()
+        store, size = threading.local(), _buffer_size(parts, image_bytes, cache.xp.dtype)
         # dW is summed over slices: in blocks of consecutive slices (at most DW_BLOCKS, fixed
         # by the batch, not by the thread count), each block's sum computed on one thread,
         # then the block sums added in order: the same bits on any number of threads.
@@ -260,7 +258,7 @@ def conv2d_backward(
 
         def term(part: slice) -> np.ndarray:
             rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
-            scratch = _slice_buffer(store, parts, image_bytes, cache.xp.dtype)
+            scratch = thread_buffer(store, size, cache.xp.dtype)
             cols = _build_patches(cache.xp[part], (kh, kw), cache.stride, cache.dilation,
                                   groups, cache.out_hw, scratch)
             if groups == 1:
