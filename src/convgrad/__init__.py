@@ -20,6 +20,7 @@ from convgrad.autograd import (
 )
 from convgrad.nn.summary import summary  # noqa: E402
 from convgrad.ops import cat, stack
+from convgrad.parallel import get_num_threads, set_num_threads
 from convgrad.random import get_rng_state, manual_seed, set_rng_state
 
 float32 = "float32"
@@ -33,6 +34,7 @@ __all__ = [
     "enable_grad",
     "float32",
     "float64",
+    "get_num_threads",
     "get_rng_state",
     "is_grad_enabled",
     "manual_seed",
@@ -41,6 +43,7 @@ __all__ = [
     "ones",
     "ones_like",
     "optim",
+    "set_num_threads",
     "set_rng_state",
     "stack",
     "summary",

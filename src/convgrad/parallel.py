@@ -6,8 +6,11 @@ matrix products). convgrad uses it in its memory-bound hot paths: activations, p
 convolution's patch copies and the optimizers' updates. On a 2-core machine two threads make
 them about 1.5x faster (Deep MNIST at batch 256).
 
-Results never depend on the number of threads: each part is computed by exactly the operations
-that the whole would be, and no reduction is split.
+Every run with the same thread count gives the same bits: the parts are fixed by the shapes and
+the thread count, and partial sums are added in a fixed order. Across thread counts, the
+elementwise kernels, copies and optimizer updates still give the same bits; the matrix
+products may differ in the last bits, because a single-threaded BLAS call and a multi-threaded
+one need not round alike (OpenBLAS's do not).
 
 ``cg.set_num_threads(n)`` sets the count (default: the CPUs this process may run on), like
 ``torch.set_num_threads``; 1 turns the threads off.
@@ -148,7 +151,8 @@ def thread_buffer(store: threading.local, size: int, dtype: np.dtype) -> np.ndar
 
 
 def split(n: int, pieces: int | None = None) -> list[slice]:
-    """range(n) cut into ``pieces`` (default: the thread count) contiguous, near-equal slices."""
+    """range(n) cut into ``pieces`` (default: the thread count) contiguous, near-equal slices
+    (fewer when n < pieces; one empty slice when n == 0)."""
     pieces = max(1, min(n, pieces or _threads))
     bounds = np.linspace(0, n, pieces + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -14,8 +14,8 @@ from convgrad.parallel import parallel_for, split
 def _matmul_by_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for 2-D a (M, K) and b (K, N); blocks of the result's columns are computed on
     convgrad's threads, one single-threaded BLAS call each (measured on 2 cores for Deep MNIST's
-    3136 -> 1024 layer: within 15% of one two-threaded call, and no BLAS threads left spinning
-    on the cores the next elementwise kernels use)."""
+    3136 -> 1024 layer: within 15% of one two-threaded call, and no BLAS threads are left
+    spinning on the cores that the next elementwise kernels use)."""
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
 
     def columns(s: slice) -> None:
