@@ -1,8 +1,9 @@
 """Run many experiments (and sweep points), one at a time or in parallel processes.
 
-With ``jobs`` > 1 each run goes to a process of a spawn-started pool whose BLAS is limited to
-``max(1, cores // jobs)`` threads (threadpoolctl): on a small machine several single-threaded
-runs use the cores better than one run whose BLAS calls are too small to keep two threads busy.
+With ``jobs`` > 1 each run goes to a process of a spawn-started pool whose BLAS and convgrad
+kernels are limited to ``max(1, cores // jobs)`` threads (threadpoolctl, cg.set_num_threads):
+on a small machine several single-threaded runs use the cores better than one run whose
+kernels are too small to keep two threads busy.
 Longest runs are submitted first, so the pool ends with the short ones.
 """
 
@@ -77,8 +78,12 @@ def suite_tasks(
 
 
 def _run_task(payload: dict[str, Any], threads: int | None, progress: bool) -> dict[str, Any]:
-    """Worker: run one task with BLAS limited to ``threads``; never raises."""
+    """Worker: run one task with BLAS and convgrad limited to ``threads``; never raises."""
+    import convgrad as cg
     from convgrad.lab.runner import run_experiment
+
+    if threads is not None:
+        cg.set_num_threads(threads)
 
     spec = validate_spec(payload["spec"])
     started = time.perf_counter()
@@ -104,7 +109,7 @@ def run_tasks(
     progress: bool | None = None,
     say: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``tasks``, ``jobs`` at a time, each with ``max(1, cores // jobs)`` BLAS threads.
+    """Run ``tasks``, ``jobs`` at a time, each with ``max(1, cores // jobs)`` threads.
 
     Args:
         tasks: the runs.

@@ -166,11 +166,13 @@ def run_experiment(
         optimizer.load_state_dict(optimizer_state)
         cg.set_rng_state(manifest["rng_state"])
         loader.load_state_dict(manifest["loader"])
-        threads = manifest.get("blas_threads")
-        if threads is not None and threads != blas_threads():
-            print(f"warning: {run_dir} was checkpointed with {threads} BLAS threads, resuming "
-                  f"with {blas_threads()}; float rounding may differ from an uninterrupted run",
-                  file=sys.stderr)
+        for key, now, what in (("blas_threads", blas_threads(), "BLAS threads"),
+                               ("convgrad_threads", cg.get_num_threads(), "convgrad threads")):
+            then = manifest.get(key)
+            if then is not None and then != now:
+                print(f"warning: {run_dir} was checkpointed with {then} {what}, resuming with "
+                      f"{now}; float rounding may differ from an uninterrupted run",
+                      file=sys.stderr)
         step = manifest["step"]
         loss_sum, loss_count = manifest["loss_sum"], manifest["loss_count"]
         elapsed, train_time = manifest["wall_time"], manifest["train_time"]
@@ -260,6 +262,7 @@ def run_experiment(
                         "wall_time": elapsed + time.perf_counter() - session_start,
                         "train_time": train_time,
                         "blas_threads": blas_threads(),
+                        "convgrad_threads": cg.get_num_threads(),
                     },
                 )
                 if stop_after is not None and step >= stop_after and not last:
