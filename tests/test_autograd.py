@@ -105,3 +105,39 @@ def test_tensor_surface_behaves_like_torch():
     assert "grad_fn" in repr(cg.tensor([1.0], requires_grad=True) * 2)
     with pytest.raises(GradError, match="detach"):
         cg.tensor([1.0], requires_grad=True).numpy()
+
+
+def test_a_gradient_is_adopted_without_a_copy_only_when_nothing_else_holds_it():
+    # the caller's seed flows unchanged to the leaf (w + 0): w.grad must not alias it
+    w = cg.tensor(np.zeros(3), requires_grad=True)
+    seed = np.array([1.0, 2.0, 3.0])
+    (w + 0).backward(seed)
+    assert not np.shares_memory(w.grad.data, seed)
+    (w + 0).backward(seed)  # in-place accumulation must leave the caller's array alone
+    np.testing.assert_array_equal(seed, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(w.grad.data, [2.0, 4.0, 6.0])
+    # one array handed to two leaves (a + b): each leaf gets its own
+    a = cg.tensor(np.zeros(4), requires_grad=True)
+    b = cg.tensor(np.zeros(4), requires_grad=True)
+    (a + b).sum().backward()
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    (a * 2 + b).sum().backward()
+    np.testing.assert_array_equal(a.grad.data, [3.0] * 4)
+    np.testing.assert_array_equal(b.grad.data, [2.0] * 4)
+    # a fresh gradient nobody else holds becomes .grad itself (no copy)
+    made: list[int] = []
+
+    class Double(cg.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            out = grad * 2
+            made.append(id(out))
+            return out
+
+    v = cg.tensor(np.ones(5), requires_grad=True)
+    Double.apply(v).sum().backward()
+    assert id(v.grad.data) == made[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -340,7 +341,8 @@ class Tensor:
                 grads[key] = grads[key] + parent_grad if key in grads else parent_grad
             if not retain_graph:
                 vertex.ctx = None
-            del grad, input_grads  # let each gradient go as soon as its consumers have it
+            # let each gradient go as soon as its consumers have it (and let a leaf adopt it)
+            grad = input_grads = parent_grad = None
 
     def zero_(self) -> Tensor:
         self.data[...] = 0
@@ -349,14 +351,33 @@ class Tensor:
     # Operator and method definitions live in convgrad.ops and are attached below.
 
 
+_UNSHARED_REFCOUNT = 3
+"""sys.getrefcount of a gradient array seen in _accumulate_leaf that only the backward loop
+holds: the loop's variable, this function's argument, getrefcount's own argument."""
+
+
 def _accumulate_leaf(tensor: Tensor, grad: np.ndarray) -> None:
-    """Add grad into tensor.grad; the first gradient is copied so no two leaves share memory."""
+    """Add grad into tensor.grad.
+
+    A leaf's first gradient becomes its .grad without a copy when nothing else holds that array
+    (PyTorch's AccumulateGrad rule: steal the gradient when its use count is 1): not the
+    caller's seed, not pending for another input, not a view, of the leaf's shape and dtype.
+    Otherwise it is copied, so that no leaf shares memory that a later in-place accumulation
+    would change with anything else.
+    """
     if grad.shape != tensor.shape:
         grad = np.broadcast_to(grad, tensor.shape)
-    if tensor.grad is None:
-        tensor.grad = Tensor._wrap(np.array(grad, dtype=tensor.dtype, copy=True))
-    else:
+    if tensor.grad is not None:
         tensor.grad.data += grad
+    elif (
+        grad.base is None
+        and grad.flags.writeable
+        and grad.dtype == tensor.dtype
+        and sys.getrefcount(grad) <= _UNSHARED_REFCOUNT
+    ):
+        tensor.grad = Tensor._wrap(grad)
+    else:
+        tensor.grad = Tensor._wrap(np.array(grad, dtype=tensor.dtype, copy=True))
 
 
 def _topological_order(root: _Node | Tensor) -> list[_Node | Tensor]:

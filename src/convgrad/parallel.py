@@ -107,8 +107,7 @@ def parallel_for(
         for part in parts:
             fn(part)
         return
-    bounds = np.linspace(0, len(parts), workers + 1).round().astype(int)
-    groups = [parts[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    groups = [parts[s] for s in split(len(parts), workers)]
     with _single_threaded_blas() if blas else contextlib.nullcontext():
         pool = _get_pool()
         futures = [pool.submit(_run_group, fn, group) for group in groups[1:]]
@@ -154,13 +153,12 @@ def split(n: int, pieces: int | None = None) -> list[slice]:
     """range(n) cut into ``pieces`` (default: the thread count) contiguous, near-equal slices
     (fewer when n < pieces; one empty slice when n == 0)."""
     pieces = max(1, min(n, pieces or _threads))
-    bounds = np.linspace(0, n, pieces + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [slice(n * k // pieces, n * (k + 1) // pieces) for k in range(pieces)]
 
 
 def copyto(target: np.ndarray, source: np.ndarray) -> None:
     """np.copyto(target, source) (same shapes), split along the first axis over the threads."""
-    if target.ndim == 0 or target.shape[0] < 2:
+    if target.ndim == 0 or target.shape[0] < 2 or getattr(_local, "inside", False):
         np.copyto(target, source)
         return
     parts = split(target.shape[0])

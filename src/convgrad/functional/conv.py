@@ -69,53 +69,56 @@ def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
     return w.reshape(groups, kh * kw * c_in_g, c_out // groups)
 
 
-def _build_patches(
-    xp: np.ndarray,
-    kernel: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-    out_hw: tuple[int, int],
-    scratch: np.ndarray | None = None,
-) -> np.ndarray:
-    """The patch matrix of a padded NHWC input, one strided copy.
+class _Patches:
+    """Patch matrices of slices of a padded NHWC batch, each one strided copy.
+
+    One zero-copy view of the whole batch's patches is made up front; a slice of whole images
+    is copied from it into a caller's buffer (reused for every slice: a fresh multi-MB array
+    per slice comes with new pages, whose page faults cost as much as the copy itself).
 
     The copy's speed is set by its innermost contiguous run: kW*C values in a patch row, or W_out
     values along an image row (stride 1). With few channels (the first layer: C = 1, a run of 5)
     the matrix is built column-major, whose copy walks image rows; BLAS takes either order.
-
-    Args:
-        scratch: optional flat buffer of xp's dtype to copy into (at least the matrix's size).
-            Reusing one buffer for every slice of a batch avoids a fresh multi-MB allocation per
-            slice, which the allocator serves with new pages (page faults cost as much as the
-            copy itself).
-
-    Returns:
-        (M, kH*kW*C) for groups == 1, else (G, M, kH*kW*C/G); M = N*H_out*W_out. A view of
-        scratch when given.
     """
-    n, c_in = xp.shape[0], xp.shape[3]
-    ho, wo = out_hw
-    view = patch_view(xp, kernel, stride, dilation, out_hw)  # (N, Ho, Wo, kH, kW, C)
-    if groups == 1:
+
+    def __init__(
+        self,
+        xp: np.ndarray,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+        out_hw: tuple[int, int],
+    ) -> None:
+        n, c_in = xp.shape[0], xp.shape[3]
+        ho, wo = out_hw
+        self.rows_per_image = ho * wo
+        self.groups = groups
+        view = patch_view(xp, kernel, stride, dilation, out_hw)  # (N, Ho, Wo, kH, kW, C)
         channel_run = kernel[1] * c_in if dilation[1] == 1 else c_in
         row_run = wo if stride[1] == 1 else 1
-        if row_run > channel_run:  # (kH, kW, C, N, Ho, Wo) copied, seen as its transpose
-            source = view.transpose(3, 4, 5, 0, 1, 2)
-            return _copy(source, scratch).reshape(-1, n * ho * wo).T
-        return _copy(view, scratch).reshape(n * ho * wo, -1)
-    view = view.reshape(n, ho, wo, kernel[0], kernel[1], groups, c_in // groups)
-    source = view.transpose(5, 0, 1, 2, 3, 4, 6)
-    return _copy(source, scratch).reshape(groups, n * ho * wo, -1)
+        self.column_major = groups == 1 and row_run > channel_run
+        if groups > 1:  # (G, N, Ho, Wo, kH, kW, C/G)
+            view = view.reshape(n, ho, wo, kernel[0], kernel[1], groups, c_in // groups)
+            self.source, self.image_axis = view.transpose(5, 0, 1, 2, 3, 4, 6), 1
+        elif self.column_major:  # (kH, kW, C, N, Ho, Wo) copied, seen as its transpose
+            self.source, self.image_axis = view.transpose(3, 4, 5, 0, 1, 2), 3
+        else:
+            self.source, self.image_axis = view, 0
 
+    def __call__(self, images: slice, scratch: np.ndarray) -> np.ndarray:
+        """The patch matrix of the images, copied into scratch (a flat buffer of xp's dtype).
 
-def _copy(source: np.ndarray, scratch: np.ndarray | None) -> np.ndarray:
-    """A C-contiguous copy of source, in scratch's memory when given."""
-    if scratch is None:
-        return np.ascontiguousarray(source)
-    target = scratch[: source.size].reshape(source.shape)
-    parallel.copyto(target, source)
-    return target
+        Returns:
+            (M, kH*kW*C) for groups == 1, else (G, M, kH*kW*C/G); M = images * H_out*W_out.
+        """
+        source = self.source[(slice(None),) * self.image_axis + (images,)]
+        target = scratch[: source.size].reshape(source.shape)
+        parallel.copyto(target, source)
+        m = (images.stop - images.start) * self.rows_per_image
+        if self.groups > 1:
+            return target.reshape(self.groups, m, -1)
+        return target.reshape(-1, m).T if self.column_major else target.reshape(m, -1)
 
 
 def _patch_bytes(xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> int:
@@ -156,11 +159,11 @@ def _correlate_nhwc(
     image_bytes = _patch_bytes(xp, (kh, kw), out_hw)
     parts = batch_slices(n, image_bytes)
     store, size = threading.local(), _buffer_size(parts, image_bytes, xp.dtype)
+    patches = _Patches(xp, (kh, kw), stride, dilation, groups, out_hw)
 
     def correlate(part: slice) -> None:
         rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
-        scratch = thread_buffer(store, size, xp.dtype)
-        cols = _build_patches(xp[part], (kh, kw), stride, dilation, groups, out_hw, scratch)
+        cols = patches(part, thread_buffer(store, size, xp.dtype))
         if groups == 1:
             np.matmul(cols, wmat[0], out=out[rows])
         else:  # (G, M, C_out/G) -> (M, G, C_out/G): output channel g*C_out/G + o
@@ -252,6 +255,7 @@ def conv2d_backward(
         image_bytes = _patch_bytes(cache.xp, (kh, kw), cache.out_hw)
         parts = batch_slices(n, image_bytes)
         store, size = threading.local(), _buffer_size(parts, image_bytes, cache.xp.dtype)
+        patches = _Patches(cache.xp, (kh, kw), cache.stride, cache.dilation, groups, cache.out_hw)
         # dW is summed over slices: in blocks of consecutive slices (at most DW_BLOCKS, fixed
         # by the batch, not by the thread count), each block's sum computed on one thread,
         # then the block sums added in order: an order of summation the threads cannot change.
@@ -260,9 +264,7 @@ def conv2d_backward(
 
         def term(part: slice) -> np.ndarray:
             rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
-            scratch = thread_buffer(store, size, cache.xp.dtype)
-            cols = _build_patches(cache.xp[part], (kh, kw), cache.stride, cache.dilation,
-                                  groups, cache.out_hw, scratch)
+            cols = patches(part, thread_buffer(store, size, cache.xp.dtype))
             if groups == 1:
                 return (cols.T @ dout_mat[rows])[None]  # (1, kH*kW*C, C_out)
             dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
