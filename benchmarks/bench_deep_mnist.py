@@ -144,18 +144,21 @@ def inference(model_cg, model_torch, batch: int, repeats: int) -> dict[str, floa
     return result
 
 
-def memory_child(library: str, batch: int, steps: int) -> None:
+def memory_child(library: str, batch: int, steps: int, threads: int) -> None:
     """Run in a subprocess: print the peak-RSS growth (MiB) while training.
 
     The base is the resident size after importing the library and building the model and the
     batches, before the first step; the growth of the peak over it is what training needs
     (activations, gradients, optimizer state, workspaces). The absolute peak is printed too.
     """
+    import convgrad as cg
+
+    cg.set_num_threads(threads)
     model = build_convgrad()
     if library == "torch":
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
         model = build_torch(model.state_dict())
         step = torch_stepper(model)
     else:
@@ -183,7 +186,7 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field} (this benchmark needs Linux)")
 
 
-def measure_memory(batch: int, steps: int = 4) -> dict[str, float]:
+def measure_memory(batch: int, threads: int, steps: int = 4) -> dict[str, float]:
     result = {}
     for library in ("convgrad", "torch"):
         out = subprocess.run(
@@ -196,6 +199,8 @@ def measure_memory(batch: int, steps: int = 4) -> dict[str, float]:
                 str(batch),
                 "--steps",
                 str(steps),
+                "--threads",
+                str(threads),
             ],
             check=True,
             capture_output=True,
@@ -208,20 +213,25 @@ def measure_memory(batch: int, steps: int = 4) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per batch size")
-    parser.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads for both")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for both: torch.set_num_threads, cg.set_num_threads, BLAS")
     parser.add_argument("--memory-child", choices=["convgrad", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(args.memory_child, args.batch, args.steps)
+        memory_child(args.memory_child, args.batch, args.steps, args.threads)
         return
 
     import torch
     from threadpoolctl import threadpool_limits
 
+    import convgrad as cg
+
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    print(f"threads={args.threads}  torch {torch.__version__}  numpy {np.__version__}")
+    cg.set_num_threads(args.threads)
+    print(f"threads={args.threads} (torch, convgrad, BLAS)  torch {torch.__version__}  "
+          f"numpy {np.__version__}")
     rows = []
     for batch in (50, 256):
         model_cg = build_convgrad()
@@ -237,7 +247,7 @@ def main() -> None:
     for name, ours, theirs in rows:
         print(f"{name:22}{ours:12.1f}{theirs:12.1f}{ours / theirs:8.2f}")
     print(f"inference outputs agree to {inf['max_abs_diff']:.2e} (max abs diff, float32)")
-    mem = measure_memory(256)
+    mem = measure_memory(256, args.threads)
     ours, theirs = mem["convgrad"]["growth_mib"], mem["torch"]["growth_mib"]
     print(f"{'train memory b256':22}{ours:10.1f}MB{theirs:10.1f}MB{ours / theirs:8.2f}"
           "   (peak RSS growth while training)")

@@ -4,9 +4,12 @@ The input is laid out channels-last; its patch matrix is built with one strided 
 zero-copy view (:func:`conv_arith.patch_view`) and multiplied by the reshaped weight in one BLAS
 call. The patch matrix is kH*kW times the size of the input (160 MB for the Deep MNIST network's
 second layer at batch 256), so the batch is processed in slices of whole images whose patch
-matrices stay under :data:`PATCH_BYTES_LIMIT`, all copied into one reused buffer: one strided
-copy and one BLAS call per slice, with no Python loop over images or pixels. conv1d is conv2d
-with a height-1 image.
+matrices stay under :data:`PATCH_BYTES_LIMIT`, spread over convgrad's threads
+(:mod:`convgrad.parallel`), each thread copying into its own reused buffer: one strided copy
+and one single-threaded BLAS call per slice, never a Python loop over pixels. The slices are
+cache blocks, sized in bytes: 13 images for the first Deep MNIST layer (78 KB of patches per
+image), one image for the second (627 KB per image), each still a whole image's matrix product.
+conv1d is conv2d with a height-1 image.
 """
 
 from __future__ import annotations
