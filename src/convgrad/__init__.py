@@ -25,7 +25,7 @@ from convgrad.random import get_rng_state, manual_seed, set_rng_state
 
 float32 = "float32"
 float64 = "float64"
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = [
     "Function",

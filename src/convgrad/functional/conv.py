@@ -131,7 +131,7 @@ def _patch_bytes(xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int
 
 def _buffer_size(parts: list[slice], image_bytes: int, dtype: np.dtype) -> int:
     """Elements of a buffer that holds the patch matrix of the largest slice in parts."""
-    images = max(part.stop - part.start for part in parts)
+    images = max((part.stop - part.start for part in parts), default=0)
     return images * image_bytes // np.dtype(dtype).itemsize
 
 
@@ -283,9 +283,10 @@ def conv2d_backward(
             partial[k] = total
 
         parallel_for(range(len(blocks)), block_sum, n * image_bytes, blas=True)
-        dw_mat = partial[0]
-        for block in partial[1:]:
-            dw_mat += block
+        dw_mat = np.zeros((groups, kh * kw * c_in_g, c_out // groups), dtype=dout_mat.dtype)
+        for block in partial:  # empty for an empty batch: dW = 0
+            if block is not None:
+                dw_mat += block
         dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
         dw = np.ascontiguousarray(dw.reshape(c_out, c_in_g, kh, kw))
 

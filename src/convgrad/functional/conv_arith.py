@@ -151,6 +151,8 @@ def output_sizes(
 def split_batch(n: int, bytes_per_image: int, limit: int) -> list[slice]:
     """Split range(n) into the fewest balanced slices of whole images of at most limit bytes
     each (one image per slice when a single image exceeds it)."""
+    if n <= 0:
+        return []
     per_slice = max(1, min(n, limit // max(bytes_per_image, 1)))
     count = -(-n // per_slice)
     per_slice = -(-n // count)  # balance the slices
