@@ -171,6 +171,17 @@ def split(n: int, pieces: int | None = None) -> list[slice]:
     return [slice(n * k // pieces, n * (k + 1) // pieces) for k in range(pieces)]
 
 
+def split_batch(n: int, bytes_per_item: int, limit: int) -> list[slice]:
+    """Split range(n) into the fewest balanced slices of whole items (images, rows) of at most
+    limit bytes each (one item per slice when a single item exceeds it)."""
+    if n <= 0:
+        return []
+    per_slice = max(1, min(n, limit // max(bytes_per_item, 1)))
+    count = -(-n // per_slice)
+    per_slice = -(-n // count)  # balance the slices
+    return [slice(i, min(i + per_slice, n)) for i in range(0, n, per_slice)]
+
+
 def copyto(target: np.ndarray, source: np.ndarray) -> None:
     """np.copyto(target, source) (same shapes), split along the first axis over the threads."""
     if target.ndim == 0 or target.shape[0] < 2 or getattr(_local, "inside", False):
@@ -195,7 +206,4 @@ def for_rows(fn: Callable[[slice], None], x: np.ndarray) -> None:
     if x.ndim == 0 or x.shape[0] < 2:
         fn(slice(None))
         return
-    n = x.shape[0]
-    per_chunk = max(1, min(n, CHUNK_BYTES * n // max(x.nbytes, 1)))
-    chunks = [slice(i, min(i + per_chunk, n)) for i in range(0, n, per_chunk)]
-    parallel_for(chunks, fn, x.nbytes)
+    parallel_for(split_batch(x.shape[0], x.nbytes // x.shape[0], CHUNK_BYTES), fn, x.nbytes)

@@ -27,9 +27,8 @@ from convgrad.functional.conv_arith import (
     nhwc_to_nchw,
     pad_nhwc,
     patch_view,
-    split_batch,
 )
-from convgrad.parallel import parallel_for, thread_buffer
+from convgrad.parallel import parallel_for, split_batch, thread_buffer
 
 PATCH_BYTES_LIMIT = 1 * 2**20
 """Largest patch matrix (bytes) built at once; larger batches are sliced by whole images.
@@ -97,6 +96,13 @@ class _Patches:
         ho, wo = out_hw
         self.rows_per_image = ho * wo
         self.groups = groups
+        image_bytes = _patch_bytes(xp, kernel, out_hw)
+        self.parts = batch_slices(n, image_bytes)  # the slices, in images
+        self.nbytes = n * image_bytes  # the whole batch's patch matrix
+        images = max((part.stop - part.start for part in self.parts), default=0)
+        self._buffer_size = images * image_bytes // xp.itemsize
+        self._buffers = threading.local()  # one reused buffer per thread
+        self._dtype = xp.dtype
         view = patch_view(xp, kernel, stride, dilation, out_hw)  # (N, Ho, Wo, kH, kW, C)
         channel_run = kernel[1] * c_in if dilation[1] == 1 else c_in
         row_run = wo if stride[1] == 1 else 1
@@ -109,12 +115,18 @@ class _Patches:
         else:
             self.source, self.image_axis = view, 0
 
-    def __call__(self, images: slice, scratch: np.ndarray) -> np.ndarray:
-        """The patch matrix of the images, copied into scratch (a flat buffer of xp's dtype).
+    def rows(self, images: slice) -> slice:
+        """The rows of the (N*H_out*W_out)-row matrices (output, dout) that belong to images."""
+        return slice(images.start * self.rows_per_image, images.stop * self.rows_per_image)
+
+    def __call__(self, images: slice) -> np.ndarray:
+        """The patch matrix of the images (one of self.parts), copied into this thread's buffer:
+        valid until this thread's next call.
 
         Returns:
             (M, kH*kW*C) for groups == 1, else (G, M, kH*kW*C/G); M = images * H_out*W_out.
         """
+        scratch = thread_buffer(self._buffers, self._buffer_size, self._dtype)
         source = self.source[(slice(None),) * self.image_axis + (images,)]
         target = scratch[: source.size].reshape(source.shape)
         parallel.copyto(target, source)
@@ -127,12 +139,6 @@ class _Patches:
 def _patch_bytes(xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> int:
     """Bytes of one image's rows of the patch matrix."""
     return out_hw[0] * out_hw[1] * kernel[0] * kernel[1] * xp.shape[3] * xp.itemsize
-
-
-def _buffer_size(parts: list[slice], image_bytes: int, dtype: np.dtype) -> int:
-    """Elements of a buffer that holds the patch matrix of the largest slice in parts."""
-    images = max((part.stop - part.start for part in parts), default=0)
-    return images * image_bytes // np.dtype(dtype).itemsize
 
 
 def _correlate_nhwc(
@@ -155,18 +161,13 @@ def _correlate_nhwc(
         (N*H_out*W_out, C_out): row (n, y, x) = patch(n, y, x) @ W_mat (+ bias).
     """
     c_out, _, kh, kw = weight.shape
-    n = xp.shape[0]
-    rows_per_image = out_hw[0] * out_hw[1]
     wmat = _weight_matrix(weight, groups)
-    out = np.empty((n * rows_per_image, c_out), dtype=np.result_type(xp, weight))
-    image_bytes = _patch_bytes(xp, (kh, kw), out_hw)
-    parts = batch_slices(n, image_bytes)
-    store, size = threading.local(), _buffer_size(parts, image_bytes, xp.dtype)
+    out = np.empty((xp.shape[0] * out_hw[0] * out_hw[1], c_out), dtype=np.result_type(xp, weight))
     patches = _Patches(xp, (kh, kw), stride, dilation, groups, out_hw)
 
     def correlate(part: slice) -> None:
-        rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
-        cols = patches(part, thread_buffer(store, size, xp.dtype))
+        rows = patches.rows(part)
+        cols = patches(part)
         if groups == 1:
             np.matmul(cols, wmat[0], out=out[rows])
         else:  # (G, M, C_out/G) -> (M, G, C_out/G): output channel g*C_out/G + o
@@ -175,7 +176,7 @@ def _correlate_nhwc(
         if bias is not None:
             out[rows] += bias
 
-    parallel_for(parts, correlate, n * image_bytes, blas=True)
+    parallel_for(patches.parts, correlate, patches.nbytes, blas=True)
     return out
 
 
@@ -254,35 +255,31 @@ def conv2d_backward(
     db = dout_mat.sum(axis=0) if cache.has_bias else None
     dw = None
     if need_dw:
-        rows_per_image = ho * wo
-        image_bytes = _patch_bytes(cache.xp, (kh, kw), cache.out_hw)
-        parts = batch_slices(n, image_bytes)
-        store, size = threading.local(), _buffer_size(parts, image_bytes, cache.xp.dtype)
         patches = _Patches(cache.xp, (kh, kw), cache.stride, cache.dilation, groups, cache.out_hw)
         # dW is summed over slices: in blocks of consecutive slices (at most DW_BLOCKS, fixed
         # by the batch, not by the thread count), each block's sum computed on one thread,
         # then the block sums added in order: an order of summation the threads cannot change.
-        blocks = parallel.split(len(parts), DW_BLOCKS)
+        blocks = parallel.split(len(patches.parts), DW_BLOCKS)
         partial: list[np.ndarray | None] = [None] * len(blocks)
 
         def term(part: slice) -> np.ndarray:
-            rows = slice(part.start * rows_per_image, part.stop * rows_per_image)
-            cols = patches(part, thread_buffer(store, size, cache.xp.dtype))
+            rows = patches.rows(part)
+            cols = patches(part)
             if groups == 1:
                 return (cols.T @ dout_mat[rows])[None]  # (1, kH*kW*C, C_out)
             dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
             return np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
 
         def block_sum(k: int) -> None:
-            total = None
-            for part in parts[blocks[k]]:
+            total = None  # stays None for the one empty block of an empty batch
+            for part in patches.parts[blocks[k]]:
                 if total is None:
                     total = term(part)
                 else:
                     total += term(part)
             partial[k] = total
 
-        parallel_for(range(len(blocks)), block_sum, n * image_bytes, blas=True)
+        parallel_for(range(len(blocks)), block_sum, patches.nbytes, blas=True)
         dw_mat = np.zeros((groups, kh * kw * c_in_g, c_out // groups), dtype=dout_mat.dtype)
         for block in partial:  # empty for an empty batch: dW = 0
             if block is not None:

@@ -148,17 +148,6 @@ def output_sizes(
     return tuple(out)
 
 
-def split_batch(n: int, bytes_per_image: int, limit: int) -> list[slice]:
-    """Split range(n) into the fewest balanced slices of whole images of at most limit bytes
-    each (one image per slice when a single image exceeds it)."""
-    if n <= 0:
-        return []
-    per_slice = max(1, min(n, limit // max(bytes_per_image, 1)))
-    count = -(-n // per_slice)
-    per_slice = -(-n // count)  # balance the slices
-    return [slice(i, min(i + per_slice, n)) for i in range(0, n, per_slice)]
-
-
 def pad_nhwc(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
     """Pad the two spatial axes of an NHWC array, returning a C-contiguous NHWC array.
 

@@ -18,9 +18,8 @@ from convgrad.functional.conv_arith import (
     nhwc_to_nchw,
     pad_nhwc,
     patch_view,
-    split_batch,
 )
-from convgrad.parallel import parallel_for
+from convgrad.parallel import parallel_for, split_batch
 
 POOL_SLICE_BYTES = 2 * 2**20
 """Pooling visits its input once per kernel offset; it does so on slices of whole images of at
@@ -120,13 +119,12 @@ def _max_of_windows(windows: list[np.ndarray], best: np.ndarray, argmax: np.ndar
     np.copyto(best, windows[0])
     if argmax is not None:
         argmax[...] = 0
-    code = None if argmax is None else argmax.dtype.type
     for offset, candidate in enumerate(windows[1:], start=1):
-        if code is not None:
+        if argmax is not None:
             # strictly greater: a tie keeps the earlier offset. The argmax is the last offset
             # that improved on the running maximum, and offsets only grow, so a max suffices.
             better = np.greater(candidate, best).view(np.uint8)
-            np.maximum(argmax, better * code(offset), out=argmax)
+            np.maximum(argmax, better * argmax.dtype.type(offset), out=argmax)
         np.maximum(best, candidate, out=best)  # propagates NaN
     if argmax is None:
         return
