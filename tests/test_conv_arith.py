@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import convgrad as cg
 import convgrad.nn.functional as F
-from convgrad.functional.conv_arith import col2im, conv_output_size, im2col, same_padding
+from convgrad.kernels.conv_arith import col2im, conv_output_size, im2col, same_padding
 
 
 @settings(max_examples=150, deadline=None)

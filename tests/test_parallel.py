@@ -16,9 +16,9 @@ from threadpoolctl import threadpool_info
 import convgrad as cg
 from convgrad import parallel
 from convgrad.errors import ArgumentError
-from convgrad.functional import activation as act
-from convgrad.functional import conv as conv_f
-from convgrad.functional import pool as pool_f
+from convgrad.kernels import activation as act
+from convgrad.kernels import conv as conv_f
+from convgrad.kernels import pool as pool_f
 from convgrad.reference import conv2d_naive, pool2d_naive
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import convgrad as cg
 import convgrad.nn.functional as F
-from convgrad.functional import conv as conv_functional
+from convgrad.kernels import conv as conv_functional
 from torch_oracle import helper_test_op, to_numpy, torch_pad_same
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")

@@ -1,7 +1,7 @@
 """One ``Function`` per differentiable op, glue between Tensor and the NumPy pairs.
 
 Elementwise and shape ops are short enough to hold their maths here; convolution, pooling,
-activations and losses call ``convgrad.functional``. Binary ops broadcast like NumPy; their
+activations and losses call ``convgrad.kernels``. Binary ops broadcast like NumPy; their
 backward sums the gradient over the broadcast axes (:func:`unbroadcast`).
 """
 
@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from convgrad.autograd import DEFAULT_FLOAT, Context, Function, Tensor, _as_array
-from convgrad.functional import activation as act
-from convgrad.functional import conv as conv_f
-from convgrad.functional import dropout as dropout_f
-from convgrad.functional import linear as linear_f
-from convgrad.functional import loss as loss_f
-from convgrad.functional import pool as pool_f
+from convgrad.kernels import activation as act
+from convgrad.kernels import conv as conv_f
+from convgrad.kernels import dropout as dropout_f
+from convgrad.kernels import linear as linear_f
+from convgrad.kernels import loss as loss_f
+from convgrad.kernels import pool as pool_f
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -467,7 +467,7 @@ class Stack(Function):
 
 # ---------------------------------------------------------------------------------- nn ops
 class Conv2d(Function):
-    """2-D convolution; see convgrad.functional.conv for the maths."""
+    """2-D convolution; see convgrad.kernels.conv for the maths."""
 
     @staticmethod
     def forward(ctx: Context, x, weight, bias, stride, pads, dilation, groups, out_hw):

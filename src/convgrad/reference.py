@@ -1,7 +1,7 @@
 """Naive loop implementations straight from the definitions, used only as test oracles.
 
 They are slow on purpose: every output element is one explicit sum, so they can be read against
-the formulas in the docstrings of :mod:`convgrad.functional` and checked against the fast paths
+the formulas in the docstrings of :mod:`convgrad.kernels` and checked against the fast paths
 where PyTorch is not installed.
 """
 

@@ -14,7 +14,7 @@ import numpy as np
 from convgrad import ops
 from convgrad.autograd import Tensor
 from convgrad.errors import ArgumentError, DtypeError, ShapeError
-from convgrad.functional.conv_arith import (
+from convgrad.kernels.conv_arith import (
     normalize_tuple,
     output_sizes,
     require_positive,

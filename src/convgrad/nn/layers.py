@@ -12,7 +12,7 @@ import numpy as np
 
 from convgrad.autograd import Tensor
 from convgrad.errors import ArgumentError
-from convgrad.functional.conv_arith import normalize_tuple, require_positive
+from convgrad.kernels.conv_arith import normalize_tuple, require_positive
 from convgrad.nn import functional as F
 from convgrad.nn import init
 from convgrad.nn.module import Module, Parameter

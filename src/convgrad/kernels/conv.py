@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from convgrad import parallel
-from convgrad.functional.conv_arith import (
+from convgrad.kernels.conv_arith import (
     Pads,
     col2im,
     nchw_to_nhwc,

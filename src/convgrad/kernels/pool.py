@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convgrad.functional.conv_arith import (
+from convgrad.kernels.conv_arith import (
     Pads,
     nchw_to_nhwc,
     nhwc_to_nchw,

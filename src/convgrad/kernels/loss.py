@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convgrad.functional.activation import log_softmax_forward
+from convgrad.kernels.activation import log_softmax_forward
 
 
 def nll_forward(

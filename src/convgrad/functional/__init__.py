@@ -1,1 +1,0 @@
-"""Pure NumPy forward/backward pairs, no Tensor: the mathematics of every op, one module each."""
