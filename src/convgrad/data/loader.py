@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from convgrad.data.derived import ImageDatasetLike
-from convgrad.errors import ArgumentError
+from convgrad.errors import ArgumentError, ShapeError
+
+# the last word of every transform generator's seed: keeps its streams apart from the order's
+# default_rng([seed, epoch]) ("aug" in ASCII)
+_TRANSFORM_STREAM = 0x617567
 
 
 class DataLoader:
@@ -18,6 +22,15 @@ class DataLoader:
     ``arange(N)`` without shuffling): it depends on nothing but ``seed`` and ``e``, so a run
     restored from :meth:`state_dict` sees exactly the batches it would have seen. Images are
     scaled to [0, 1] as ``uint8 / 255``.
+
+    A ``transform`` (data augmentation, :mod:`convgrad.data.transforms`) is applied to each
+    batch's images as ``transform(images, rng)``, with ``rng`` the generator of that batch,
+    :meth:`transform_generator` ``(epoch, position)``: a PCG64 seeded from
+    ``(seed, epoch, position of the batch's first example, a fixed stream tag)``. The loader's
+    resumable state (``epoch``, ``position``, ``seed``) therefore fixes the augmentation too: a
+    run restored from :meth:`state_dict` replays the same augmented batches bit for bit, with no
+    generator state to save, and the augmentation draws never touch the order's generator or
+    the global one.
 
     Two ways to iterate, sharing one position (``epoch`` is the epoch of the last batch served,
     ``position`` how many of its examples have been served; a used-up epoch rolls over to the
@@ -37,14 +50,20 @@ class DataLoader:
         seed: non-negative integer. Default: 0.
         drop_last: skip the last batch of an epoch when it is smaller than ``batch_size``.
             Default: False.
+        transform: ``transform(images, rng) -> images`` applied to every batch's (B, 1, H, W)
+            float32 images, e.g. ``Compose([RandomAffine(10, translate=(0.1, 0.1)),
+            RandomErasing()])``. Default: None (the images as they are).
 
     Shape:
         - images: (B, 1, H, W) float32 in [0, 1], B = batch_size except possibly the last batch.
         - labels: (B,) int64.
 
     Raises:
-        ArgumentError: ``batch_size`` < 1, a negative seed, an empty dataset, or ``drop_last``
-            with fewer than ``batch_size`` examples (no batch at all).
+        ArgumentError: ``batch_size`` < 1, a negative seed, an empty dataset, ``drop_last``
+            with fewer than ``batch_size`` examples (no batch at all), or a ``transform`` that
+            is not callable.
+        ShapeError: (when a batch is served) a transform that returns something other than an
+            array with one image per example.
 
     Examples:
         >>> loader = DataLoader(MNIST("train"), batch_size=64, seed=0)
@@ -60,6 +79,7 @@ class DataLoader:
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
+        transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ) -> None:
         images = np.asarray(dataset.images)
         labels = np.asarray(dataset.labels)
@@ -84,11 +104,17 @@ class DataLoader:
                 f"DataLoader: drop_last=True with batch_size={batch_size} > {len(labels)} examples "
                 "gives no batch at all"
             )
+        if transform is not None and not callable(transform):
+            raise ArgumentError(
+                f"DataLoader: expected transform as a callable transform(images, rng) or None, "
+                f"received {type(transform).__name__}"
+            )
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
+        self.transform = transform
         self.epoch = 0
         self.position = 0
         self._images = images
@@ -113,6 +139,11 @@ class DataLoader:
             return np.arange(self.num_examples, dtype=np.int64)
         return np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_examples)
 
+    def transform_generator(self, epoch: int, position: int) -> np.random.Generator:
+        """The generator the transform draws from for the batch starting at ``position`` of
+        ``epoch``: ``default_rng([seed, epoch, position, tag])``, a function of those alone."""
+        return np.random.default_rng([self.seed, int(epoch), int(position), _TRANSFORM_STREAM])
+
     def _epoch_order(self) -> np.ndarray:
         if self._order_epoch != self.epoch:
             self._order = self.order(self.epoch)
@@ -124,10 +155,20 @@ class DataLoader:
         return remaining <= 0 or (self.drop_last and remaining < self.batch_size)
 
     def _take(self) -> tuple[np.ndarray, np.ndarray]:
-        indices = self._epoch_order()[self.position : self.position + self.batch_size]
-        self.position += len(indices)
+        start = self.position
+        indices = self._epoch_order()[start : start + self.batch_size]
         images = self._images[indices].astype(np.float32)[:, None]  # (B, 1, H, W)
         images /= np.float32(255)
+        if self.transform is not None:
+            shape = images.shape
+            images = self.transform(images, self.transform_generator(self.epoch, start))
+            if not isinstance(images, np.ndarray) or images.ndim < 1 or len(images) != shape[0]:
+                raise ShapeError(
+                    f"DataLoader: expected the transform {self.transform!r} to return an array "
+                    f"of {shape[0]} images, received "
+                    f"{getattr(images, 'shape', type(images).__name__)}"
+                )
+        self.position += len(indices)
         return images, self._labels[indices]
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
@@ -183,10 +224,11 @@ class DataLoader:
         self._order_epoch = -1
 
     def __repr__(self) -> str:
+        transform = "" if self.transform is None else f"transform={self.transform!r}, "
         return (
             f"DataLoader(n={self.num_examples}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, "
-            f"seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch}, "
+            f"seed={self.seed}, drop_last={self.drop_last}, {transform}epoch={self.epoch}, "
             f"position={self.position})"
         )
 
