@@ -74,9 +74,15 @@ def _is_number(value: Any) -> bool:
 
 
 def _range(
-    name: str, key: str, value: Any, sizes: tuple[int, ...], symmetric: bool = True
+    name: str,
+    key: str,
+    value: Any,
+    sizes: tuple[int, ...],
+    symmetric: bool = True,
+    ordered: bool = True,
 ) -> tuple[float, ...]:
-    """A number d -> (-d, d) (d >= 0), or a sequence of one of ``sizes`` lengths, as floats.
+    """A number d -> (-d, d) (d >= 0), or a sequence of one of ``sizes`` lengths, as floats
+    (read as (min, max) pairs when ``ordered``).
 
     torchvision's ``_setup_angle``: the rule for ``degrees`` and ``shear``.
     """
@@ -100,7 +106,7 @@ def _range(
             f"{key}={value!r}"
         )
     values = tuple(float(v) for v in value)
-    for low, high in zip(values[0::2], values[1::2], strict=True):
+    for low, high in zip(values[0::2], values[1::2], strict=True) if ordered else ():
         if low > high:
             raise ArgumentError(
                 f"{name}: expected {key} as (min, max) with min <= max, received {key}={value!r}"
@@ -501,7 +507,7 @@ def _warp(batch: np.ndarray, matrix: np.ndarray, fill: Any) -> np.ndarray:
     if isinstance(fill, float) and fill == 0:
         out = _bilinear(batch, x, y)
     else:
-        fill_ = np.asarray(fill, dtype=batch.dtype)
+        fill_ = np.asarray(fill, dtype=batch.dtype).reshape(-1, 1, 1)  # (1 or C, 1, 1)
         out = _bilinear(batch - fill_, x, y)
         out += fill_.reshape(1, -1, 1)
     return out.reshape(n, channels, height, width)
@@ -597,7 +603,9 @@ class RandomAffine:
         self.degrees = _range("RandomAffine", "degrees", degrees, (2,))
         self.translate = (
             None if translate is None
-            else _range("RandomAffine", "translate", translate, (2,), symmetric=False)
+            else _range(
+                "RandomAffine", "translate", translate, (2,), symmetric=False, ordered=False
+            )
         )
         if self.translate is not None and not all(0 <= t <= 1 for t in self.translate):
             raise ArgumentError(
