@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convgrad.data import ArrayDataset, DataLoader, DigitPairs, stratified_subset
-from convgrad.errors import ArgumentError
+from convgrad.errors import ArgumentError, ShapeError
 
 
 def dataset(n=23, height=28, seed=0) -> ArrayDataset:
@@ -138,3 +138,92 @@ def test_works_with_subsets_and_digit_pairs():
     assert images.shape == (8, 1, 28, 28)
     images, labels = DataLoader(DigitPairs(base, 30, seed=0), 8).next_batch()
     assert images.shape == (8, 1, 56, 28) and labels.max() <= 18
+
+
+# ---------------------------------------------------------------------------------------------
+# transforms: applied per batch, drawn from a generator fixed by (seed, epoch, position)
+
+
+def augment():
+    from convgrad.data.transforms import Compose, RandomAffine, RandomErasing
+
+    return Compose([RandomAffine(10, translate=(0.1, 0.1), scale=(0.9, 1.1)), RandomErasing()])
+
+
+def test_transform_is_applied_to_each_batch_with_the_batchs_generator():
+    data = dataset()
+    transform = augment()
+    plain = DataLoader(data, batch_size=5, seed=3)
+    loader = DataLoader(data, batch_size=5, seed=3, transform=transform)
+    for _ in range(7):  # past the first epoch's end (23 examples)
+        x_plain, y_plain = plain.next_batch()
+        x, y = loader.next_batch()
+        start = loader.position - len(y)
+        expected = transform(x_plain, loader.transform_generator(loader.epoch, start))
+        assert x.tobytes() == expected.tobytes() and x.dtype == np.float32
+        np.testing.assert_array_equal(y, y_plain)  # the order is untouched
+        assert not np.array_equal(x, x_plain)
+    assert loader.state_dict() == plain.state_dict()
+
+
+@pytest.mark.parametrize("steps_before_save", [0, 2, 4, 5, 9])
+def test_resumed_loader_replays_the_same_augmented_batches(steps_before_save):
+    data = dataset()
+    reference = DataLoader(data, batch_size=5, seed=9, transform=augment())
+    for _ in range(steps_before_save):
+        reference.next_batch()
+    state = json.loads(json.dumps(reference.state_dict()))
+    expected = [reference.next_batch() for _ in range(8)]
+
+    resumed = DataLoader(data, batch_size=5, seed=0, transform=augment())
+    resumed.load_state_dict(state)
+    for (x_expected, y_expected), (x, y) in zip(
+        expected, (resumed.next_batch() for _ in range(8)), strict=True
+    ):
+        assert x.tobytes() == x_expected.tobytes()
+        assert y.tobytes() == y_expected.tobytes()
+
+
+def test_resume_mid_iteration_replays_the_augmented_rest_of_the_epoch():
+    data = dataset()
+    loader = DataLoader(data, batch_size=4, seed=2, transform=augment())
+    iterator = iter(loader)
+    next(iterator)
+    state = loader.state_dict()
+    rest = [x.tobytes() for x, _ in iterator]
+    other = DataLoader(data, batch_size=4, seed=2, transform=augment())
+    other.load_state_dict(state)
+    assert [x.tobytes() for x, _ in other] == rest
+
+
+def test_augmentation_differs_across_seeds_epochs_and_batches():
+    data = dataset(n=8)
+    a = DataLoader(data, batch_size=8, shuffle=False, seed=1, transform=augment())
+    b = DataLoader(data, batch_size=8, shuffle=False, seed=2, transform=augment())
+    first_a, second_a = a.next_batch()[0], a.next_batch()[0]  # same images, two epochs
+    assert not np.array_equal(first_a, second_a)
+    assert not np.array_equal(first_a, b.next_batch()[0])
+    again = DataLoader(data, batch_size=8, shuffle=False, seed=1, transform=augment())
+    assert again.next_batch()[0].tobytes() == first_a.tobytes()
+
+
+def test_transform_leaves_the_global_generator_alone():
+    import convgrad as cg
+
+    cg.manual_seed(5)
+    before = cg.get_rng_state()
+    state = np.random.get_state()[1].copy()
+    DataLoader(dataset(), batch_size=5, transform=augment()).next_batch()
+    assert cg.get_rng_state() == before
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+def test_transform_errors():
+    with pytest.raises(ArgumentError, match="expected transform as a callable transform"
+                                            r"\(images, rng\) or None, received str"):
+        DataLoader(dataset(), 4, transform="RandomAffine")
+    loader = DataLoader(dataset(), 4, transform=lambda images, rng: images[:2])
+    with pytest.raises(ShapeError, match=r"DataLoader: expected the transform .* to return an "
+                                         r"array of 4 images, received \(2, 1, 28, 28\)"):
+        loader.next_batch()
+    assert loader.position == 0  # the failed batch was not counted as served
