@@ -492,6 +492,10 @@ def test_a_batch_that_is_not_n_c_h_w_is_refused_naming_the_transform(transform):
         transform(np.zeros((28, 28)), rng())
     with pytest.raises(DtypeError, match=rf"{name}\(.*\): expected a NumPy array, received list"):
         transform([[[[0.0]]]], rng())
+    if not isinstance(transform, Normalize):
+        with pytest.raises(ArgumentError, match=rf"{name}\(.*\): expected rng as a "
+                                                r"numpy.random.Generator, received int"):
+            transform(np.zeros((2, 1, 8, 8)), 0)
 
 
 def test_batch_errors():

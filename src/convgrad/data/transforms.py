@@ -69,6 +69,14 @@ def _check_batch(name: str, batch: Any, floating: bool = True) -> np.ndarray:
     return batch
 
 
+def _check_rng(name: str, rng: Any) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise ArgumentError(
+            f"{name}: expected rng as a numpy.random.Generator, received {type(rng).__name__}"
+        )
+    return rng
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -151,7 +159,7 @@ def _pair(name: str, key: str, value: Any, positive: bool = True) -> tuple[int, 
     else:
         values = ()
     if len(values) != 2 or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and (v > 0 or not positive)
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and (int(v) > 0 or not positive)
         for v in values
     ):
         raise ArgumentError(
@@ -186,7 +194,7 @@ class Compose:
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         for transform in self.transforms:
-            batch = transform(batch, rng)
+            batch = transform(batch, rng)  # type: ignore[arg-type]  # random ones check it
         return batch
 
     def __repr__(self) -> str:
@@ -316,7 +324,7 @@ class RandomCrop:
                     f"padding (left, top, right, bottom)={(left, top, right, bottom)} for images "
                     f"of {height}x{width}"
                 )
-            return np.pad(batch, widths, mode=self.padding_mode)
+            return np.pad(batch, widths, mode=self.padding_mode)  # type: ignore[call-overload]
         fill = _per_channel(repr(self), "fill", self.fill, batch.shape[1])
         if isinstance(fill, float):
             return np.pad(batch, widths, mode="constant", constant_values=fill)
@@ -331,6 +339,7 @@ class RandomCrop:
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         batch = _check_batch(repr(self), batch, floating=False)
+        rng = _check_rng(repr(self), rng)
         if self.padding is not None:
             batch = self._pad(batch, *self.padding)
         height, width = self.size
@@ -364,19 +373,19 @@ class RandomCrop:
 def _padding(padding: Any) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) from an int, (left/right, top/bottom) or a 4-tuple."""
     def non_negative_int(v: Any) -> bool:
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 0
 
     if non_negative_int(padding):
-        return (int(padding),) * 4
-    if isinstance(padding, Sequence) and not isinstance(padding, str) and all(
-        non_negative_int(v) for v in padding
+        padding = [padding]
+    if (
+        isinstance(padding, Sequence)
+        and not isinstance(padding, str)
+        and len(padding) in (1, 2, 4)
+        and all(non_negative_int(v) for v in padding)
     ):
-        if len(padding) == 1:
-            return (int(padding[0]),) * 4
-        if len(padding) == 2:
-            return (int(padding[0]), int(padding[1]), int(padding[0]), int(padding[1]))
-        if len(padding) == 4:
-            return tuple(int(v) for v in padding)  # type: ignore[return-value]
+        # 1 -> all sides, 2 -> (left/right, top/bottom), 4 -> as given
+        left, top, right, bottom = (list(map(int, padding)) * 4)[:4]
+        return left, top, right, bottom
     raise ArgumentError(
         "RandomCrop: expected padding as a non-negative integer or a sequence of 1, 2 or 4 of "
         f"them, received padding={padding!r}"
@@ -641,7 +650,7 @@ class RandomAffine:
             max_dx, max_dy = self.translate[0] * width, self.translate[1] * height
             translate[:, 0] = np.rint(rng.uniform(-max_dx, max_dx, size=n))
             translate[:, 1] = np.rint(rng.uniform(-max_dy, max_dy, size=n))
-        scale = np.ones(n) if self.scale is None else rng.uniform(*self.scale, size=n)
+        scale = np.ones(n) if self.scale is None else rng.uniform(self.scale[0], self.scale[1], n)
         shear = np.zeros((n, 2))
         if self.shear is not None:
             shear[:, 0] = rng.uniform(self.shear[0], self.shear[1], size=n)
@@ -651,6 +660,7 @@ class RandomAffine:
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         batch = _check_batch(repr(self), batch)
+        rng = _check_rng(repr(self), rng)
         _per_channel(repr(self), "fill", self.fill, batch.shape[1])
         n, _, height, width = batch.shape
         params = self.get_params(n, height, width, rng)
@@ -753,7 +763,9 @@ class RandomErasing:
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         batch = _check_batch(repr(self), batch, floating=self.value == "random")
+        rng = _check_rng(repr(self), rng)
         n, channels, height, width = batch.shape
+        value: Any = None
         if self.value != "random":
             value = _per_channel(repr(self), "value", self.value, channels)  # type: ignore[arg-type]
         _, top, left, h, w = self.get_params(n, height, width, rng)
