@@ -19,6 +19,7 @@ from convgrad.data.transforms import (
     RandomCrop,
     RandomErasing,
     affine,
+    from_config,
     inverse_affine_matrix,
 )
 from convgrad.errors import ArgumentError, DtypeError, ShapeError
@@ -517,3 +518,49 @@ def test_batch_errors():
     with pytest.raises(ShapeError, match=r"affine: expected per-image parameters for the 2 images "
                                          r"of the batch, received 3"):
         affine(np.zeros((2, 1, 4, 4)), np.zeros(3), (0, 0), 1, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# from_config
+
+
+def test_from_config_builds_the_same_pipeline_as_the_constructors():
+    config = [  # as tomllib reads [[augment]] tables: lists, not tuples
+        {"name": "RandomCrop", "size": 28, "padding": 2},
+        {"name": "RandomAffine", "degrees": 10, "translate": [0.1, 0.1], "scale": [0.9, 1.1]},
+        {"name": "RandomErasing", "p": 0.5, "value": 0},
+        {"name": "Normalize", "mean": [0.1307], "std": [0.3081]},
+    ]
+    built = from_config(config)
+    direct = Compose([
+        RandomCrop(28, padding=2),
+        RandomAffine(10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+        RandomErasing(p=0.5),
+        Normalize(0.1307, 0.3081),
+    ])
+    assert repr(built) == repr(direct)
+    batch = rng(30).random((16, 1, 28, 28), dtype=np.float32)
+    assert built(batch, rng(1)).tobytes() == direct(batch, rng(1)).tobytes()
+    assert from_config([]).transforms == []
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"name": "RandomAffine"}, r"spec.toml: augment: expected a list of tables with a 'name' "
+                                   r"each, received dict"),
+        ([{"degrees": 3}], r"augment\[0\]: expected a table with a 'name' key, received "
+                           r"\{'degrees': 3\}"),
+        ([{"name": "RandomFlip"}], r"augment\[0\]: unknown transform name='RandomFlip'; expected "
+                                   r"one of \['Normalize', 'RandomAffine', 'RandomCrop', "),
+        ([{"name": "RandomErasing"}, {"name": "RandomAffine", "degree": 3}],
+         r"augment\[1\]: RandomAffine has no argument 'degree'; expected keys among "
+         r"\['degrees', 'translate'"),
+        ([{"name": "RandomAffine"}], r"augment\[0\]: RandomAffine needs the key 'degrees'"),
+        ([{"name": "RandomAffine", "degrees": -3}],
+         r"augment\[0\]: RandomAffine: expected degrees >= 0 when given as a single number"),
+    ],
+)
+def test_from_config_errors_name_the_item(config, message):
+    with pytest.raises(ArgumentError, match=message):
+        from_config(config, where="spec.toml: augment")

@@ -25,9 +25,10 @@ Differences from torchvision, all deliberate:
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "RandomErasing",
     "Transform",
     "affine",
+    "from_config",
     "inverse_affine_matrix",
 ]
 
@@ -790,3 +792,75 @@ class RandomErasing:
             f"value={self.value!r})"
         )
 
+
+
+# ---------------------------------------------------------------------------------------------
+# from a config (a list of tables in a TOML spec)
+
+TRANSFORMS: dict[str, type] = {
+    "Normalize": Normalize,
+    "RandomAffine": RandomAffine,
+    "RandomCrop": RandomCrop,
+    "RandomErasing": RandomErasing,
+}
+
+
+def from_config(config: Sequence[Mapping[str, Any]], where: str = "transforms") -> Compose:
+    """Build a :class:`Compose` from plain data, e.g. a TOML spec's list of tables::
+
+        [[augment]]
+        name = "RandomAffine"
+        degrees = 10
+        translate = [0.1, 0.1]
+
+        [[augment]]
+        name = "RandomErasing"
+        p = 0.5
+
+    Args:
+        config: a sequence of mappings, each with ``name`` (one of :data:`TRANSFORMS`) and the
+            constructor's keyword arguments (lists stand for tuples).
+        where: names the source in error messages (a file and key, say). Default:
+            ``"transforms"``.
+
+    Raises:
+        ArgumentError: not a sequence of mappings, an unknown name, an unknown or missing key,
+            or a value the transform refuses (its own message, prefixed with ``where``).
+    """
+    if not isinstance(config, Sequence) or isinstance(config, str):
+        raise ArgumentError(
+            f"{where}: expected a list of tables with a 'name' each, received "
+            f"{type(config).__name__}"
+        )
+    transforms = []
+    for index, item in enumerate(config):
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise ArgumentError(
+                f"{where}[{index}]: expected a table with a 'name' key, received {item!r}"
+            )
+        name = item["name"]
+        if name not in TRANSFORMS:
+            raise ArgumentError(
+                f"{where}[{index}]: unknown transform name={name!r}; expected one of "
+                f"{sorted(TRANSFORMS)}"
+            )
+        cls = TRANSFORMS[name]
+        keys = {key: value for key, value in item.items() if key != "name"}
+        accepted = [key for key in inspect.signature(cls).parameters]
+        unknown = sorted(set(keys) - set(accepted))
+        if unknown:
+            raise ArgumentError(
+                f"{where}[{index}]: {name} has no argument {unknown[0]!r}; expected keys among "
+                f"{accepted}"
+            )
+        missing = [
+            key for key, parameter in inspect.signature(cls).parameters.items()
+            if parameter.default is inspect.Parameter.empty and key not in keys
+        ]
+        if missing:
+            raise ArgumentError(f"{where}[{index}]: {name} needs the key {missing[0]!r}")
+        try:
+            transforms.append(cls(**keys))
+        except (ArgumentError, ShapeError) as error:
+            raise ArgumentError(f"{where}[{index}]: {error}") from None
+    return Compose(transforms)
