@@ -16,11 +16,15 @@ The protocol is ``transform(batch, rng) -> batch``; any callable with that signa
 
 Differences from torchvision, all deliberate:
 
-- input is always a batch (N, C, H, W) of floats; the output has the input's dtype;
+- input is always a batch (N, C, H, W) (floating point for ``Normalize`` and ``RandomAffine``);
+  the output has the input's dtype;
+- the draws come from NumPy, one vector per parameter, so a seed does not reproduce
+  torchvision's parameters (the distributions are torchvision's);
 - :class:`RandomAffine` interpolates bilinearly (torchvision's default is nearest), and fills
-  outside the image as if the image were surrounded by ``fill`` (``fill + grid_sample(x - fill)``;
-  torchvision's tensor path computes ``grid_sample(x) * mask + (1 - mask) * fill``, which dims the
-  border a second time). For ``fill=0`` both equal ``grid_sample(x, padding_mode='zeros')``.
+  outside the image as if the image were surrounded by ``fill``: ``fill + grid_sample(x - fill)``,
+  which for ``fill=0`` is ``grid_sample(x, padding_mode='zeros')``. torchvision's tensor path
+  computes ``grid_sample(x) * mask + (1 - mask) * fill`` with ``mask`` the sampled ones, which
+  dims the interpolated one-pixel band along the image edge a second time.
 """
 
 from __future__ import annotations
@@ -424,11 +428,15 @@ def inverse_affine_matrix(
 ) -> np.ndarray:
     """The output-to-input map of an affine image transform, one per image: (N, 2, 3).
 
-    torchvision's ``_get_inverse_affine_matrix``, vectorised. With rotation
-    ``R = rot(-angle)`` (a positive angle turns the image counter-clockwise on screen, where y
-    points down), shear ``S = [[1, -tan(sx)], [0, 1]]`` composed with the y-shear, scale ``s``,
-    translation ``t`` and centre ``c``, the forward map of a point is ``p -> c + t + s R S (p - c)``
-    and this returns its inverse ``p_in = M[:, :2] @ p_out + M[:, 2]``, in the coordinates the
+    torchvision's ``_get_inverse_affine_matrix``, vectorised. The forward map of a point is
+
+        p_out = c + t + s * R(-angle) @ Sh_y(shear_y) @ Sh_x(shear_x) @ (p_in - c)
+
+    with ``R(a) = [[cos a, -sin a], [sin a, cos a]]`` (so a positive angle turns the image
+    counter-clockwise on screen, where y points down), ``Sh_x(u) = [[1, -tan u], [0, 1]]``,
+    ``Sh_y(v) = [[1, 0], [-tan v, 1]]``, scale ``s``, translation ``t`` and centre ``c``. This
+    returns its inverse, ``p_in = M[:, :2] @ p_out + M[:, 2]``; the rotation-shear part has
+    determinant 1, so its inverse is the adjugate divided by ``s``. Coordinates are those the
     points are given in (for :func:`affine`: pixels measured from the image centre).
 
     Args:
