@@ -21,8 +21,8 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, SupportsFloat
 
-from convgrad.errors import ArgumentError
-from convgrad.optim.optimizer import Optimizer, OptimizerTypeError
+from convgrad.errors import ArgumentError, ArgumentTypeError
+from convgrad.optim.optimizer import Optimizer
 
 __all__ = [
     "CosineAnnealingLR",
@@ -55,7 +55,7 @@ def _per_group(name: str, optimizer: Optimizer, value: Any) -> list[Any]:
 
 def _require_optimizer(owner: str, optimizer: Any) -> None:
     if not isinstance(optimizer, Optimizer):
-        raise OptimizerTypeError(f"{owner}: {type(optimizer).__name__} is not an Optimizer")
+        raise ArgumentTypeError(f"{owner}: {type(optimizer).__name__} is not an Optimizer")
 
 
 class LRScheduler:
@@ -380,7 +380,7 @@ class SequentialLR(LRScheduler):
             raise ArgumentError(f"{name} expects at least one scheduler, but got no scheduler.")
         for index, scheduler in enumerate(schedulers):
             if not hasattr(scheduler, "optimizer"):
-                raise OptimizerTypeError(
+                raise ArgumentTypeError(
                     f"{name} at index {index} should have `optimizer` as its attribute."
                 )
             if isinstance(scheduler, ReduceLROnPlateau):

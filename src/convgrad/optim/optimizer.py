@@ -31,14 +31,10 @@ from typing import Any
 import numpy as np
 
 from convgrad.autograd import Tensor
-from convgrad.errors import ArgumentError, ConvgradError, ShapeError
+from convgrad.errors import ArgumentError, ArgumentTypeError, ShapeError
 from convgrad.parallel import parallel_for
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
-
-
-class OptimizerTypeError(ConvgradError, TypeError):
-    """A parameter list of the wrong kind (a set, a non-tensor, a bare tensor)."""
 
 
 class _RequiredParameter:
@@ -68,7 +64,7 @@ class Optimizer:
         state: ``{parameter: {name: ndarray or number}}``, filled by ``step``.
 
     Raises:
-        OptimizerTypeError: ``params`` is a bare tensor, a set, or holds a non-tensor.
+        ArgumentTypeError: ``params`` is a bare tensor, a set, or holds a non-tensor.
         ArgumentError: an empty parameter list, a parameter in two groups, a group without a
             required hyperparameter.
     """
@@ -91,7 +87,7 @@ class Optimizer:
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         name = type(self).__name__
         if isinstance(params, Tensor):
-            raise OptimizerTypeError(
+            raise ArgumentTypeError(
                 f"{name}: params argument given to the optimizer should be an iterable of "
                 f"Tensors or dicts, but got {_typename(params)}"
             )
@@ -119,13 +115,13 @@ class Optimizer:
         unfreeze layers during fine-tuning. Missing hyperparameters take ``defaults``.
 
         Raises:
-            OptimizerTypeError: not a dict; params a set or holding a non-tensor.
+            ArgumentTypeError: not a dict; params a set or holding a non-tensor.
             ArgumentError: no ``"params"``; a required hyperparameter missing; a parameter
                 already in another group.
         """
         name = type(self).__name__
         if not isinstance(param_group, dict):
-            raise OptimizerTypeError(
+            raise ArgumentTypeError(
                 f"{name}: param_group must be a dict, but got {_typename(param_group)}"
             )
         if "params" not in param_group:
@@ -136,7 +132,7 @@ class Optimizer:
         if isinstance(params, Tensor):
             params = [params]
         elif isinstance(params, set | frozenset):
-            raise OptimizerTypeError(
+            raise ArgumentTypeError(
                 f"{name}: optimizer parameters need to be organized in ordered collections, but "
                 "the ordering of tensors in sets will change between runs. Please use a list "
                 "instead."
@@ -144,7 +140,7 @@ class Optimizer:
         params = list(params)
         for p in params:
             if not isinstance(p, Tensor):
-                raise OptimizerTypeError(
+                raise ArgumentTypeError(
                     f"{name}: optimizer can only optimize Tensors, but one of the params is "
                     f"{_typename(p)}"
                 )
