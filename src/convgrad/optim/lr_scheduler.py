@@ -21,6 +21,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, SupportsFloat
 
+from convgrad.autograd import Tensor
 from convgrad.errors import ArgumentError, ArgumentTypeError
 from convgrad.optim.optimizer import Optimizer
 
@@ -580,6 +581,15 @@ class OneCycleLR(LRScheduler):
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
 
+    def _phase_at(self, step: int) -> tuple[float, dict[str, Any]]:
+        """The phase step falls in (the last one past its end) and the step it starts at."""
+        start_step = 0.0
+        for phase in self._schedule_phases[:-1]:
+            if step <= phase["end_step"]:
+                return start_step, phase
+            start_step = phase["end_step"]
+        return start_step, self._schedule_phases[-1]
+
     def get_lr(self) -> list[float]:
         self._warn_outside_step()
         step = self.last_epoch
@@ -589,21 +599,13 @@ class OneCycleLR(LRScheduler):
                 f"is {self.total_steps}"
             )
         lrs = []
-        last = len(self._schedule_phases) - 1
+        start_step, phase = self._phase_at(step)
+        pct = (step - start_step) / (phase["end_step"] - start_step)
         for group in self.optimizer.param_groups:
-            start_step = 0.0
-            for index, phase in enumerate(self._schedule_phases):
-                end_step = phase["end_step"]
-                if step <= end_step or index == last:
-                    pct = (step - start_step) / (end_step - start_step)
-                    lr = self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct)
-                    if self.cycle_momentum:
-                        momentum = self._anneal(group[phase["start_momentum"]],
-                                                group[phase["end_momentum"]], pct)
-                    break
-                start_step = end_step
-            lrs.append(lr)
+            lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
             if self.cycle_momentum:
+                momentum = self._anneal(group[phase["start_momentum"]],
+                                        group[phase["end_momentum"]], pct)
                 if self.use_beta1:
                     group["betas"] = (momentum, *group["betas"][1:])
                 else:
@@ -711,7 +713,7 @@ class ReduceLROnPlateau(LRScheduler):
 
     def step(self, metrics: SupportsFloat, epoch: int | None = None) -> None:  # type: ignore[override]
         """Record one value of the metric and reduce the learning rates if it has plateaued."""
-        current = float(metrics.item() if hasattr(metrics, "item") else metrics)
+        current = float(metrics.item()) if isinstance(metrics, Tensor) else float(metrics)
         if epoch is None:
             epoch = self.last_epoch + 1
         else:

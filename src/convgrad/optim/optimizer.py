@@ -95,7 +95,7 @@ class Optimizer:
         self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[dict[str, Any]] = []
         self._opt_called = False
-        groups = list(params)
+        groups: list[Any] = list(params)
         if not groups:
             raise ArgumentError(f"{name}: optimizer got an empty parameter list")
         if not isinstance(groups[0], dict):
