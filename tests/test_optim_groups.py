@@ -273,3 +273,46 @@ def test_repr_lists_each_group_like_torch() -> None:
     lines = repr(mine).splitlines()
     assert lines[:2] == ["SGD (", "Parameter Group 0"] and lines[-1] == ")"
     assert set(lines[2:-1]) <= set(repr(theirs).splitlines())
+
+
+@pytest.mark.parametrize("name, options", [
+    ("AdamW", {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True}),
+    ("Adam", {"lr": 1e-2, "maximize": True, "amsgrad": True}),
+    ("RMSprop", {"lr": 1e-3, "centered": True, "momentum": 0.9, "weight_decay": 0.1}),
+])
+def test_chunked_threaded_updates_give_the_serial_bits_and_torchs_weights(
+    name, options, monkeypatch
+) -> None:
+    from convgrad import parallel
+
+    rng = np.random.default_rng(4)
+    w0 = rng.standard_normal((128, 257)).astype(np.float32)
+    grads = [rng.standard_normal(w0.shape).astype(np.float32) for _ in range(5)]
+    before = cg.get_num_threads()
+
+    def run(chunk: int, n_threads: int) -> list[np.ndarray]:
+        monkeypatch.setattr(cg.optim.optimizer, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+        cg.set_num_threads(n_threads)
+        w = cg.nn.Parameter(w0.copy())
+        optimizer = getattr(cg.optim, name)([w], **options)
+        trajectory = []
+        for g in grads:
+            w.grad = cg.tensor(g)
+            optimizer.step()
+            trajectory.append(w.data.copy())
+        return trajectory
+
+    try:
+        whole = run(1 << 30, 1)
+        chunked = run(1000, 3)  # 33 chunks, the last one short, on 3 threads
+    finally:
+        cg.set_num_threads(before)
+    for a, b in zip(whole, chunked, strict=True):
+        assert np.array_equal(a, b)
+    theirs = torch.tensor(w0.copy(), requires_grad=True)
+    optimizer = getattr(torch.optim, name)([theirs], **options)
+    for g, ours in zip(grads, chunked, strict=True):
+        theirs.grad = torch.tensor(g)
+        optimizer.step()
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-6, atol=1e-6)
