@@ -353,3 +353,30 @@ def test_the_scheduled_learning_rate_drives_the_optimizer() -> None:
         scheduler.step()
     assert used == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     assert math.isclose(-p.data[0], sum(used))
+
+
+RESUMING: dict[str, Build] = {
+    "StepLR": lambda m, o: m.StepLR(o, 30, 0.5, last_epoch=99),
+    "MultiStepLR": lambda m, o: m.MultiStepLR(o, [150, 200], last_epoch=99),
+    "ExponentialLR": lambda m, o: m.ExponentialLR(o, 0.99, last_epoch=99),
+    "CosineAnnealingLR": lambda m, o: m.CosineAnnealingLR(o, 300, 1e-4, last_epoch=99),
+    "LinearLR": lambda m, o: m.LinearLR(o, 1.0, 0.05, 700, last_epoch=99),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUMING))
+def test_constructing_with_last_epoch_resumes_like_torch(case) -> None:
+    """last_epoch=k with groups that already hold initial_lr (a resumed run), as in torch."""
+    traces = []
+    for library in (torch, cg):
+        optimizer = _optimizer(library, "SGD", {})
+        for group, lr in zip(optimizer.param_groups, (0.05, 0.01), strict=True):
+            group["initial_lr"] = lr
+        scheduler = RESUMING[case](library.optim.lr_scheduler, optimizer)
+        trace = [_snapshot(optimizer, scheduler)]
+        for _ in range(300):
+            optimizer.step()
+            scheduler.step()
+            trace.append(_snapshot(optimizer, scheduler))
+        traces.append(trace)
+    assert traces[0] == traces[1]

@@ -316,3 +316,29 @@ def test_chunked_threaded_updates_give_the_serial_bits_and_torchs_weights(
         theirs.grad = torch.tensor(g)
         optimizer.step()
         np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["SGD-groups", "Adam-amsgrad-maximize", "AdamW-groups",
+                                  "RMSprop-groups"])
+def test_our_state_dict_loads_into_torch_and_continues_alike(case) -> None:
+    problem = Problem(np.float64, seed=5)
+    mine = Twin(cg, problem, case)
+    mine.run(range(9), case)
+    saved = mine.optimizer.state_dict()
+    saved["state"] = {i: {k: (torch.tensor(v) if isinstance(v, np.ndarray) else v)
+                          for k, v in entry.items()} for i, entry in saved["state"].items()}
+    theirs = Twin(torch, problem, case)
+    theirs.optimizer.add_param_group({"params": [theirs.params[3]], **CASES[case][3]})
+    with torch.no_grad():
+        for p, q in zip(theirs.params, mine.params, strict=True):
+            p.copy_(torch.tensor(q.data))
+    theirs.optimizer.load_state_dict(saved)
+    for step in range(9, STEPS):
+        for twin in (mine, theirs):
+            for index in range(4):
+                g = problem.gradient(step, index, twin.weight(index))
+                twin.params[index].grad = (
+                    None if g is None else torch.tensor(g) if twin.torch else cg.tensor(g)
+                )
+            twin.optimizer.step()
+    _assert_same_weights(mine, theirs, np.float64, "after torch loaded our state")
