@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from convgrad.autograd import Tensor
+from convgrad.autograd import Tensor, enable_grad
 from convgrad.errors import ArgumentError, ArgumentTypeError, ShapeError
 from convgrad.parallel import parallel_for
 
@@ -186,8 +186,6 @@ class Optimizer:
     def _closure_loss(self, closure: Callable[[], Any] | None) -> Any:
         if closure is None:
             return None
-        from convgrad.autograd import enable_grad
-
         with enable_grad():
             return closure()
 

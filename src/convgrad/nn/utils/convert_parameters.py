@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from convgrad.autograd import Tensor
 from convgrad.errors import ArgumentError, ArgumentTypeError, ShapeError
+from convgrad.ops import cat
 
 
 def parameters_to_vector(parameters: Iterable[Tensor]) -> Tensor:
@@ -22,8 +23,6 @@ def parameters_to_vector(parameters: Iterable[Tensor]) -> Tensor:
 
     See: torch.nn.utils.parameters_to_vector
     """
-    from convgrad.ops import cat
-
     parts = [p.reshape(-1) for p in parameters]
     if not parts:
         raise ArgumentError("parameters_to_vector: expected at least one parameter, got none")
