@@ -74,7 +74,9 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert model_a.keys() == model_b.keys()
     for name in model_a:
         assert np.array_equal(model_a[name], model_b[name]), name
-    for state_a, state_b in zip(optim_a["state"], optim_b["state"], strict=True):
+    assert optim_a["state"].keys() == optim_b["state"].keys()
+    assert optim_a["param_groups"] == optim_b["param_groups"]
+    for state_a, state_b in zip(optim_a["state"].values(), optim_b["state"].values(), strict=True):
         assert state_a.keys() == state_b.keys()
         for key in state_a:
             assert np.array_equal(state_a[key], state_b[key]), key

@@ -120,7 +120,7 @@ def test_optimizer_state_matches_torch_state(name, config) -> None:
     cg_state = cg_optimizer.state_dict()["state"]
     torch_state = torch_optimizer.state_dict()["state"]
     for index in range(len(SHAPES)):
-        theirs, mine = torch_state.get(index, {}), cg_state[index]
+        theirs, mine = torch_state.get(index, {}), cg_state.get(index, {})
         assert {k for k, v in theirs.items() if v is not None} == set(mine), f"param {index}"
         for key, value in theirs.items():
             if key == "step":
@@ -145,7 +145,10 @@ def test_state_dict_round_trip_continues_exactly_like_an_uninterrupted_torch_run
         problem, name, {}, weights=[p.data for p in first_params]
     )
     resumed_optimizer.load_state_dict(saved)
-    assert resumed_optimizer.defaults == first_optimizer.defaults
+    assert resumed_optimizer.param_groups[0].keys() == first_optimizer.param_groups[0].keys()
+    for key, value in first_optimizer.param_groups[0].items():
+        if key != "params":
+            assert resumed_optimizer.param_groups[0][key] == value, key
     cg_run(problem, resumed_params, resumed_optimizer, range(4, STEPS))
     _assert_weights_equal(resumed_params, torch_params, dtype, "after resuming")
     # and the uninterrupted convgrad run agrees bit for bit with the resumed one

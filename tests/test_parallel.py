@@ -183,7 +183,7 @@ def test_chunked_threaded_adam_gives_the_serial_bits_and_torch_optim_weights(
     grads = [rng.standard_normal(w0.shape).astype(np.float32) for _ in range(5)]
 
     def run(chunk: int, n_threads: int) -> list[np.ndarray]:
-        monkeypatch.setattr(cg.optim, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(cg.optim.optimizer, "CHUNK_ELEMENTS", chunk)
         threads(n_threads)
         w = cg.tensor(w0.copy(), requires_grad=True)
         opt = cg.optim.Adam([w], lr=1e-2, weight_decay=0.1)

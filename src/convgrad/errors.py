@@ -26,3 +26,7 @@ class DtypeError(ConvgradError, TypeError):
 
 class GradError(ConvgradError, RuntimeError):
     """Autograd was used in a way that cannot produce a gradient (backward on a non-scalar, ...)."""
+
+
+class ArgumentTypeError(ConvgradError, TypeError):
+    """An argument of the wrong kind (a set where order matters, a non-tensor parameter, ...)."""

@@ -34,42 +34,55 @@ class CheckpointError(ValueError):
 def flatten_optimizer_state(
     state: dict[str, Any],
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into named arrays and JSON scalars.
+    """Split ``optimizer.state_dict()`` (torch's layout) into named arrays and JSON scalars.
 
     Returns:
         ``arrays``: ``"optimizer/<index>/<key>" -> ndarray`` for every array-valued entry;
-        ``scalars``: ``{"defaults": {...}, "state": [{key: number}, ...]}`` for the rest.
+        ``scalars``: ``{"param_groups": [...], "state": {"<index>": {key: number}}}`` for the
+        rest (tuples such as ``betas`` become lists, parameter indices string keys).
     """
     arrays: dict[str, np.ndarray] = {}
-    scalars: list[dict[str, Any]] = []
-    for index, entry in enumerate(state["state"]):
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
         plain = {}
         for key, value in entry.items():
             if isinstance(value, np.ndarray):
                 arrays[f"optimizer/{index}/{key}"] = value
             else:
                 plain[key] = value.item() if isinstance(value, np.generic) else value
-        scalars.append(plain)
-    defaults = {
-        key: list(value) if isinstance(value, tuple) else value
-        for key, value in state["defaults"].items()
-    }
-    return arrays, {"defaults": defaults, "state": scalars}
+        scalars[str(index)] = plain
+    groups = [
+        {key: list(value) if isinstance(value, tuple) else value for key, value in group.items()}
+        for group in state["param_groups"]
+    ]
+    return arrays, {"param_groups": groups, "state": scalars}
 
 
 def unflatten_optimizer_state(
     arrays: dict[str, np.ndarray], scalars: dict[str, Any]
 ) -> dict[str, Any]:
-    """Inverse of :func:`flatten_optimizer_state`."""
-    state = [dict(entry) for entry in scalars["state"]]
+    """Inverse of :func:`flatten_optimizer_state`: ``optimizer.state_dict()``'s layout.
+
+    Also reads checkpoints written before parameter groups (``{"defaults": {...}, "state":
+    [{...}, ...]}``, one entry per parameter), as a single group over all parameters.
+    """
+    if "defaults" in scalars:  # the layout before parameter groups
+        entries = scalars["state"]
+        groups = [{**scalars["defaults"], "params": list(range(len(entries)))}]
+        state = {index: dict(entry) for index, entry in enumerate(entries)}
+    else:
+        groups = [dict(group) for group in scalars["param_groups"]]
+        state = {int(index): dict(entry) for index, entry in scalars["state"].items()}
     for name, value in arrays.items():
         _, index, key = name.split("/", 2)
-        state[int(index)][key] = value
-    defaults = {
-        key: tuple(value) if isinstance(value, list) else value
-        for key, value in scalars["defaults"].items()
-    }
-    return {"defaults": defaults, "state": state}
+        state.setdefault(int(index), {})[key] = value
+    groups = [
+        {key: tuple(value) if isinstance(value, list) and key != "params" else value
+         for key, value in group.items()}
+        for group in groups
+    ]
+    return {"state": {index: entry for index, entry in state.items() if entry},
+            "param_groups": groups}
 
 
 def save_checkpoint(

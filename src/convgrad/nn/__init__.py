@@ -1,6 +1,6 @@
 """``convgrad.nn``: modules, parameters, initialisation and the functional API."""
 
-from convgrad.nn import functional, init
+from convgrad.nn import functional, init, utils
 from convgrad.nn.layers import (
     AvgPool1d,
     AvgPool2d,
@@ -43,4 +43,5 @@ __all__ = [
     "functional",
     "init",
     "summary",
+    "utils",
 ]
