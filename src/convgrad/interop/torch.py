@@ -141,8 +141,8 @@ def _copy_torch_to_cg(source: Any, target: nn.Module) -> None:
         current = getattr(target, name, None)
         if isinstance(current, Tensor):
             current.data = array
-        else:
-            target.register_buffer(name, type(current)(array) if current is not None else array)
+        else:  # a buffer kept as a plain array, or one the constructor left as None
+            target.register_buffer(name, array)
     object.__setattr__(target, "training", bool(source.training))
 
 
