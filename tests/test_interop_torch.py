@@ -81,7 +81,7 @@ def randomise(module) -> None:
     """Non-trivial values in every torch parameter and buffer (positive variances)."""
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, param in module.named_parameters():
+        for param in module.parameters():
             param.copy_(torch.randn(param.shape, generator=generator, dtype=param.dtype))
         for name, buffer in module.named_buffers():
             if buffer.dtype.is_floating_point:
@@ -256,7 +256,8 @@ class Custom(nn.Module):
 
 def test_unsupported_module_names_its_class_and_path():
     model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU(), Custom()))
-    with pytest.raises(UnsupportedModuleError, match=r"^cannot convert Custom at '1\.1' to PyTorch"):
+    message = r"^cannot convert Custom at '1\.1' to PyTorch: no converter for this class$"
+    with pytest.raises(UnsupportedModuleError, match=message):
         to_torch(model)
     with pytest.raises(UnsupportedModuleError, match=r"cannot convert LSTM at '0' from PyTorch"):
         from_torch(torch.nn.Sequential(torch.nn.LSTM(2, 2)))

@@ -97,7 +97,7 @@ def load(
         strict: with ``model``, every key of the model must be in the file and vice versa.
 
     Returns:
-        The arrays, in file order.
+        The arrays, in the order the file stores them (safetensors sorts by dtype and name).
 
     Raises:
         InteropError: a missing, truncated or corrupt file, or (strict) missing/unexpected keys.
