@@ -69,3 +69,16 @@ def test_without_the_extra_importing_a_converter_names_it(module, package, monke
                r"pip install 'convgrad\[interop\]'$")
     with pytest.raises(MissingExtraError, match=message):
         importlib.import_module(module)
+
+
+def test_the_core_lab_and_cli_never_import_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys, convgrad, convgrad.lab.runner, convgrad.cli\n"
+            "convgrad.cli.build_parser()\n"
+            "heavy = ('torch', 'onnx', 'onnxruntime', 'safetensors', 'tensorboardX',\n"
+            "         'tensorboard')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

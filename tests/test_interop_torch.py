@@ -271,3 +271,12 @@ def test_torch_attributes_convgrad_cannot_reproduce_are_refused():
     conv = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")
     with pytest.raises(UnsupportedModuleError, match="padding_mode='zeros'"):
         from_torch(conv)
+
+
+def test_training_flags_follow_module_by_module():
+    model = nn.Sequential(nn.Dropout(0.5), nn.Linear(2, 2))
+    model[0].eval()
+    twin = to_torch(model)
+    assert twin.training and not twin[0].training and twin[1].training
+    back = from_torch(twin)
+    assert back.training and not back[0].training and back[1].training

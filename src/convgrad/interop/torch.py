@@ -123,7 +123,7 @@ def _copy_cg_to_torch(source: nn.Module, target: Any) -> None:
         tparam.requires_grad_(param.requires_grad)
     for name, buffer in _cg_buffers(source).items():
         target._buffers[name] = torch.from_numpy(_to_numpy(buffer))
-    target.train(source.training)
+    target.training = bool(source.training)  # this module only: children keep their own mode
 
 
 def _copy_torch_to_cg(source: Any, target: nn.Module) -> None:
