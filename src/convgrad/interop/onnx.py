@@ -298,8 +298,8 @@ def _walk(g: _Graph, module: nn.Module, x: str, value: Tensor, path: str) -> tup
     if split_shared is not None and cls is split_shared:
         dim = split_shared._AXES[module.axis]
         size = value.shape[dim] // module.parts
-        features, parts = [], module.split(value)
-        for k, part in enumerate(parts):
+        features, feature_values = [], []
+        for k, part in enumerate(module.split(value)):
             sliced = g.node("Slice", [
                 x, g.constant(np.array([k * size], np.int64), "starts"),
                 g.constant(np.array([(k + 1) * size], np.int64), "ends"),
@@ -309,8 +309,9 @@ def _walk(g: _Graph, module: nn.Module, x: str, value: Tensor, path: str) -> tup
             if out_value.ndim != 2:
                 out = g.node("Flatten", [out], f"{prefix}tower_flat", axis=1)
             features.append(out)
+            feature_values.append(out_value.flatten(1))
         joined = g.node("Concat", features, f"{prefix}concat", axis=1)
-        joined_value = cg.cat([module.tower(part).flatten(1) for part in parts], dim=1)
+        joined_value = cg.cat(feature_values, dim=1)
         return _walk(g, module.head, joined, joined_value, prefix + "head")
     if name not in _EXPORTERS or getattr(nn, name, None) is not cls:
         raise UnsupportedModuleError(
