@@ -191,3 +191,24 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "is not a run directory (no spec.json)" in err
     assert main(["export", str(tmp_path), "--format", "tensorboard"]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_each_step_once(tmp_path, monkeypatch):
+    from convgrad.lab.runner import run_experiment
+    from convgrad.lab.spec import resolve_spec
+    from convgrad.lab.tensorboard import TensorBoardWriter
+
+    monkeypatch.setenv(ENVIRONMENT, "1")
+    (tmp_path / "syn.toml").write_text(SPEC.replace("eval_every = 4", "eval_every = 2\n"
+                                                    "checkpoint_every = 4"))
+    spec = resolve_spec(str(tmp_path / "syn.toml"))
+    run_dir = tmp_path / "run"
+    assert run_experiment(spec, run_dir, progress=False, stop_after=4).status == "stopped"
+    # as if killed after logging step 6 but before the checkpoint at step 8
+    with TensorBoardWriter(run_dir, spec, start_step=4) as stale:
+        stale.writer.add_scalar("accuracy/test", 123.0, 6)
+    assert run_experiment(spec, run_dir, resume=True, progress=False).ok
+    events = accumulator(run_dir).Scalars("accuracy/test")
+    assert [e.step for e in events] == [2, 4, 6, 8, 10, 12]
+    assert 123.0 not in [e.value for e in events]
+    assert_events_match_metrics(run_dir, run_dir, lr=0.05)

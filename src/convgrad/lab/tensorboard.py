@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,8 @@ class TensorBoardWriter:
         run_dir: the run directory (the event files go beside ``metrics.jsonl``).
         spec: the run's :class:`~convgrad.lab.spec.ExperimentSpec`.
         start_step: the step a resumed run starts from; TensorBoard then discards the events
-            an earlier session wrote after it (``purge_step``), as ``metrics.jsonl`` does.
+            an earlier session wrote after it (``purge_step = start_step + 1``), as
+            ``metrics.jsonl`` drops its lines after the checkpoint.
         logdir: write there instead of ``run_dir``.
     """
 
@@ -134,7 +136,10 @@ class TensorBoardWriter:
         self.spec = spec
         self.logdir = Path(logdir if logdir is not None else run_dir)
         self.writer = tensorboardx.SummaryWriter(
-            str(self.logdir), purge_step=start_step if start_step > 0 else None, flush_secs=30
+            str(self.logdir), purge_step=start_step + 1 if start_step > 0 else None, flush_secs=30,
+            # tensorboardX names files by the second; two sessions within one second would
+            # overwrite each other's file. Nanoseconds keep the names distinct and in order.
+            filename_suffix=f".{time.time_ns()}",
         )
         self._write_hparams()
 
