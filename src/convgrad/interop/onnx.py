@@ -119,7 +119,7 @@ def _conv(g: _Graph, m: Any, x: str, value: np.ndarray, path: str) -> str:
 
 
 def _conv_transpose(g: _Graph, m: Any, x: str, value: np.ndarray, path: str) -> str:
-    nd = len(_tuple(m.kernel_size, 1 if "1d" in type(m).__name__ else 2))
+    nd = value.ndim - 2  # (N, C, L) or (N, C, H, W)
     padding = _tuple(m.padding, nd)
     inputs = [x, g.parameter(m.weight, f"{path}.weight")]
     if m.bias is not None:
