@@ -18,6 +18,8 @@ from convgrad.autograd import (
     zeros,
     zeros_like,
 )
+from convgrad.interop.dlpack import from_dlpack
+from convgrad.interop.safetensors import load, save  # imports safetensors only when called
 from convgrad.nn.summary import summary  # noqa: E402
 from convgrad.ops import cat, stack
 from convgrad.parallel import get_num_threads, set_num_threads
@@ -34,15 +36,18 @@ __all__ = [
     "enable_grad",
     "float32",
     "float64",
+    "from_dlpack",
     "get_num_threads",
     "get_rng_state",
     "is_grad_enabled",
+    "load",
     "manual_seed",
     "nn",
     "no_grad",
     "ones",
     "ones_like",
     "optim",
+    "save",
     "set_num_threads",
     "set_rng_state",
     "stack",

@@ -348,6 +348,18 @@ class Tensor:
         self.data[...] = 0
         return self
 
+    # ---------------------------------------------------------------- DLPack (zero-copy export)
+    def __dlpack__(self, stream: Any = None, **kwargs: Any) -> Any:
+        """DLPack capsule of ``data`` (shared memory): ``torch.from_dlpack(t)``, ``np.from_dlpack``.
+
+        Keyword arguments (``max_version``, ``dl_device``, ``copy``) go to NumPy's exporter.
+        """
+        return self.data.__dlpack__(stream=stream, **kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """(device type, id) of ``data``: (1, 0), the CPU."""
+        return self.data.__dlpack_device__()
+
     # Operator and method definitions live in convgrad.ops and are attached below.
 
 

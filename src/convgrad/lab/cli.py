@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="sweep points to run in parallel processes (default: 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+    _add_tensorboard(run)
 
     listing = subparsers.add_parser("list", help="list the shipped experiments")
     listing.set_defaults(func=cmd_list)
@@ -82,6 +83,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(func=cmd_reproduce)
+    _add_tensorboard(reproduce)
+    _register_export(subparsers)
+
+
+def _add_tensorboard(parser: argparse.ArgumentParser) -> None:
+    """``--tensorboard`` on run/reproduce (see convgrad.lab.tensorboard)."""
+    from convgrad.lab.tensorboard import add_tensorboard_flag
+
+    add_tensorboard_flag(parser)
+
+
+def _register_export(subparsers: argparse._SubParsersAction) -> None:
+    """``convgrad export`` (see convgrad.lab.export)."""
+    from convgrad.lab.export import register as register_export
+
+    register_export(subparsers)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

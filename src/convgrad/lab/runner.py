@@ -41,6 +41,7 @@ from convgrad.lab.datasets import Datasets, load_datasets
 from convgrad.lab.metrics import MetricsLog, accuracy, fixed_subset
 from convgrad.lab.models import build_model, count_parameters
 from convgrad.lab.spec import AdamSpec, ExperimentSpec, SpecError, dropout_of, validate_spec
+from convgrad.lab.tensorboard import writer_for
 
 COMPLETED, DIVERGED = "completed", "diverged"
 
@@ -182,6 +183,7 @@ def run_experiment(
                 f"{spec.train.steps}"
             )
     log.truncate_after(step)
+    board = writer_for(run_dir, spec, step)  # None unless --tensorboard
 
     parameters = count_parameters(model)
     dropout = dropout_of(spec.model)
@@ -247,6 +249,8 @@ def run_experiment(
                     "test_examples": len(test_labels),
                     "wall_time": round(elapsed + time.perf_counter() - session_start, 3),
                 })
+                if board is not None:
+                    board.on_eval(step, log.read()[-1], model, optimizer)
                 loss_sum, loss_count = 0.0, 0
                 bar.set_postfix(loss=f"{value:.3f}", acc=f"{last_test_acc:.4f}")
             if step % spec.checkpoint_interval == 0 or last:
@@ -270,6 +274,8 @@ def run_experiment(
                                                            "steps_done": step})
     finally:
         bar.close()
+        if board is not None:
+            board.close()
 
     wall_time = elapsed + time.perf_counter() - session_start
     records = log.read()
