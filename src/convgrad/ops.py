@@ -19,6 +19,7 @@ from convgrad.kernels import conv as conv_f
 from convgrad.kernels import dropout as dropout_f
 from convgrad.kernels import linear as linear_f
 from convgrad.kernels import loss as loss_f
+from convgrad.kernels import norm as norm_f
 from convgrad.kernels import pool as pool_f
 
 
@@ -504,14 +505,18 @@ class Dropout(Function):
 
 class CrossEntropy(Function):
     @staticmethod
-    def forward(ctx: Context, logits, target, reduction, ignore_index):
-        loss, ctx.cache = loss_f.cross_entropy_forward(logits, target, reduction, ignore_index)
-        ctx.target, ctx.ignore_index = target, ignore_index
+    def forward(ctx: Context, logits, target, reduction, ignore_index, label_smoothing=0.0):
+        loss, ctx.cache = loss_f.cross_entropy_forward(
+            logits, target, reduction, ignore_index, label_smoothing
+        )
+        ctx.target, ctx.ignore_index, ctx.label_smoothing = target, ignore_index, label_smoothing
         return loss
 
     @staticmethod
     def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
-        grad = loss_f.cross_entropy_backward(grad_output, ctx.target, ctx.cache, ctx.ignore_index)
+        grad = loss_f.cross_entropy_backward(
+            grad_output, ctx.target, ctx.cache, ctx.ignore_index, ctx.label_smoothing
+        )
         return grad, None
 
 
@@ -542,3 +547,80 @@ class MseLoss(Function):
         grad = loss_f.mse_backward(grad_output, ctx.diff, ctx.reduction)
         need_t = ctx.needs_input_grad[1]
         return (grad if ctx.needs_input_grad[0] else None), (-grad if need_t else None)
+
+
+class BatchNorm(Function):
+    """Batch normalisation; see convgrad.kernels.norm for the maths and the derivation.
+
+    forward(x, weight, bias, running_mean, running_var, training, momentum, eps): the running
+    statistics are arrays (not tensors: no gradient), updated in place when training.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        out, ctx.cache = norm_f.batch_norm_forward(
+            x, weight, bias, running_mean, running_var, training, momentum, eps
+        )
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
+        need = ctx.needs_input_grad
+        dx, dw, db = norm_f.batch_norm_backward(grad_output, ctx.cache, need[0], need[1] or need[2])
+        return dx, (dw if need[1] else None), (db if need[2] else None), None, None
+
+
+class AdaptiveAvgPool2d(Function):
+    """Adaptive average pooling; see convgrad.kernels.pool for the windows and the maths."""
+
+    @staticmethod
+    def forward(ctx: Context, x, out_hw):
+        out, ctx.cache = pool_f.adaptive_avg_pool2d_forward(x, out_hw)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
+        return pool_f.adaptive_avg_pool2d_backward(grad_output, ctx.cache), None
+
+
+class AdaptiveMaxPool2d(Function):
+    """Adaptive max pooling; the gradient goes to each window's first maximum."""
+
+    @staticmethod
+    def forward(ctx: Context, x, out_hw):
+        need = ctx.needs_input_grad[0]
+        out, ctx.cache = pool_f.adaptive_max_pool2d_forward(x, out_hw, need)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
+        return pool_f.adaptive_max_pool2d_backward(grad_output, ctx.cache), None
+
+
+class _ParametrisedActivation(Function):
+    """Elementwise activation with one hyperparameter, from a kernel (forward, backward) pair."""
+
+    pair: tuple = ()
+
+    @classmethod
+    def forward(cls, ctx: Context, a: np.ndarray, parameter: Any) -> np.ndarray:
+        out, cache = cls.pair[0](a, parameter)
+        ctx.save_for_backward(cache)
+        ctx.parameter = parameter
+        return out
+
+    @classmethod
+    def backward(cls, ctx: Context, grad_output: np.ndarray) -> tuple:
+        return cls.pair[1](grad_output, ctx.saved_tensors[0], ctx.parameter), None
+
+
+class LeakyReLU(_ParametrisedActivation):
+    pair = (act.leaky_relu_forward, act.leaky_relu_backward)
+
+
+class ELU(_ParametrisedActivation):
+    pair = (act.elu_forward, act.elu_backward)
+
+
+class GELU(_ParametrisedActivation):
+    pair = (act.gelu_forward, act.gelu_backward)

@@ -1,9 +1,9 @@
 """``convgrad.summary(model, input_shape)``: per-layer output shapes, parameters and mult-adds.
 
-It runs one forward pass on zeros under ``no_grad`` with a forward hook on every leaf module (removed
-afterwards). A parameter shared by several layers (or used by one layer several times) is counted
-once, where it first appears; mult-adds count every use, since shared weights still do their
-arithmetic each time. Each layer counts its own mult-adds (:meth:`Module.mult_adds`).
+It runs one forward pass on zeros under ``no_grad`` with a forward hook on every leaf module
+(removed afterwards). A parameter shared by several layers (or used by one layer several times) is
+counted once, where it first appears; mult-adds count every use, since shared weights still do
+their arithmetic each time. Each layer counts its own mult-adds (:meth:`Module.mult_adds`).
 """
 
 from __future__ import annotations
