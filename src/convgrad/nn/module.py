@@ -61,7 +61,7 @@ def _check_name(name: Any, kind: str, owner: Module) -> None:
     if not isinstance(name, str):
         raise TypeError(f"{kind} name should be a string, received {type(name).__name__}")
     if not name or "." in name:
-        raise KeyError(f'{kind} name can\'t be empty or contain ".", received {name!r}')
+        raise KeyError(f'{kind} name must not be empty or contain ".", received {name!r}')
     if hasattr(owner, name) and name not in owner._parameters and name not in owner._buffers:
         raise KeyError(f"attribute {name!r} already exists in {type(owner).__name__}")
 
