@@ -62,8 +62,8 @@ def _promote(a: Tensor, b: Any, true_division: bool) -> tuple[Tensor, Any]:
             if a_kind == "f":
                 return a, a.dtype.type(b)
             if isinstance(b, float) or true_division:
-                return _cast(a, DEFAULT_FLOAT), DEFAULT_FLOAT(b)
-            return a, np.int64(b) if a_kind != "b" or not isinstance(b, bool) else b
+                return _cast(a, DEFAULT_FLOAT), DEFAULT_FLOAT(b)  # type: ignore[arg-type]
+            return a, np.int64(b) if a_kind != "b" or not isinstance(b, bool) else b  # type: ignore[arg-type]
         b = _as_array(b)
     b_kind = b.dtype.kind
     if a_kind == "f" and b_kind != "f":

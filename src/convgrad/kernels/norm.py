@@ -81,11 +81,11 @@ def batch_statistics(view: NormView) -> tuple[np.ndarray, np.ndarray, int]:
     if total == 0:
         nan = np.full(rows.shape[1], np.nan)
         return nan, nan.copy(), 0
-    mean = sum(count * m.astype(np.float64) for count, m, _ in parts.values()) / total
-    m2 = sum(
-        sq.astype(np.float64) + count * (m.astype(np.float64) - mean) ** 2
-        for count, m, sq in parts.values()
-    )
+    counts = np.array([count for count, _, _ in parts.values()], dtype=np.float64)[:, None]
+    means = np.stack([m for _, m, _ in parts.values()]).astype(np.float64)  # (chunks, C)
+    squares = np.stack([sq for _, _, sq in parts.values()]).astype(np.float64)
+    mean = (counts * means).sum(axis=0) / total
+    m2 = (squares + counts * (means - mean) ** 2).sum(axis=0)
     return mean, m2 / total, total
 
 

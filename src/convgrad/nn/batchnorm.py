@@ -23,6 +23,9 @@ class _BatchNorm(Module):
 
     ranks: tuple[int, ...] = ()
     layout = ""
+    running_mean: Tensor | None  # buffers (None without track_running_stats)
+    running_var: Tensor | None
+    num_batches_tracked: Tensor | None
 
     def __init__(
         self,
@@ -73,10 +76,11 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self) -> None:
         """Running mean 0, running variance 1, no batch seen."""
-        if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+        for buffer, value in (
+            (self.running_mean, 0), (self.running_var, 1), (self.num_batches_tracked, 0)
+        ):
+            if buffer is not None:
+                buffer.data[...] = value
 
     def reset_parameters(self) -> None:
         """Running statistics reset, weight 1, bias 0 (PyTorch's initialisation)."""
@@ -108,7 +112,7 @@ class _BatchNorm(Module):
                 f"{tuple(input.shape)}"
             )
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+        if self.training and self.num_batches_tracked is not None:
             self.num_batches_tracked.data += 1
             if self.momentum is None:  # cumulative moving average: the mean of every batch
                 factor = 1.0 / float(self.num_batches_tracked.data)

@@ -85,6 +85,15 @@ class Module:
             after ``eval()``.
     """
 
+    # set with object.__setattr__ in __init__ (this class's __setattr__ needs them first)
+    training: bool
+    _parameters: OrderedDict[str, Parameter | None]
+    _buffers: OrderedDict[str, Tensor | None]
+    _non_persistent_buffers: set[str]
+    _modules: OrderedDict[str, Module | None]
+    _forward_hooks: OrderedDict[int, Callable[[Module, tuple, Any], Any]]
+    _forward_pre_hooks: OrderedDict[int, Callable[[Module, tuple], Any]]
+
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
