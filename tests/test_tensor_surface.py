@@ -9,9 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import convgrad as cg
+from convgrad import ops
 
 PACKAGE_ROOT = Path(cg.__file__).resolve().parent
 SRC = PACKAGE_ROOT.parent
@@ -204,7 +206,10 @@ def test_every_tensor_operator_is_a_def_in_the_class_body():
 
 USER_SCRIPT = """
 import numpy as np
+import numpy as np
+
 import convgrad as cg
+from convgrad import ops
 
 x = cg.tensor(np.ones((2, 3)), requires_grad=True)
 w = cg.tensor(np.ones((3, 4)), requires_grad=True)
@@ -258,3 +263,16 @@ def test_mypy_sees_the_tensor_methods(tmp_path):
     assert 'Incompatible types in assignment (expression has type "Tensor"' in errors[0]
     wrong_line = textwrap.dedent(USER_SCRIPT).splitlines().index("wrong: int = x.sum()") + 1
     assert f"user_script.py:{wrong_line}:" in errors[0]
+
+
+def test_an_op_on_a_parameter_returns_a_plain_tensor():
+    weight = cg.nn.Parameter(np.ones((2, 2), np.float32))
+    out = weight * 2
+    assert type(out) is cg.Tensor and out.grad_fn == "Mul"
+    out.sum().backward()
+    assert type(weight.grad) is cg.Tensor
+
+
+def test_function_apply_needs_a_tensor_argument():
+    with pytest.raises(TypeError, match=r"Exp.apply: expected at least one Tensor argument"):
+        ops.Exp.apply(np.ones(2))
