@@ -1,8 +1,9 @@
 """``Tensor``: an n-dimensional array with PyTorch's surface, every method written on the class.
 
-Each method or operator validates nothing and computes nothing itself: it calls one Function's
-``apply`` from :mod:`convgrad.ops` (tinygrad's and minitorch's layout), so a reader finds every
-operation here and a type checker sees ``x + y``, ``x.sum()`` and ``x @ w``. The graph machinery
+Each differentiable method or operator does no array maths itself: it resolves its arguments
+(dtype promotion, shapes, dims) and calls one Function's ``apply`` from :mod:`convgrad.ops`
+(tinygrad's and minitorch's layout), so a reader finds every operation here and a type checker
+sees ``x + y``, ``x.sum()`` and ``x @ w``. The graph machinery
 (``Function``, ``Context``, grad mode, ``backward``) lives in :mod:`convgrad.engine`, which this
 module re-exports; the import order is engine <- ops <- autograd, without a cycle.
 
