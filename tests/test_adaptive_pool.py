@@ -125,3 +125,13 @@ def test_summary_counts_no_mult_adds_for_adaptive_pools():
     model = cg.nn.Sequential(cg.nn.Conv2d(1, 2, 3), cg.nn.AdaptiveAvgPool2d(1), cg.nn.Flatten())
     rows = cg.summary(model, (1, 1, 6, 6)).rows
     assert rows[1].output_shape == (1, 2, 1, 1) and rows[1].mult_adds == 0
+
+
+@pytest.mark.parametrize(("shape", "size"), [((2, 3, 7, 5), (3, 2)), ((3, 5, 4), 3)])
+def test_return_indices_match_torch(shape, size):
+    x = np.random.default_rng(4).standard_normal(shape)
+    out, indices = cg.nn.AdaptiveMaxPool2d(size, return_indices=True)(cg.tensor(x))
+    out_t, indices_t = torch.nn.AdaptiveMaxPool2d(size, return_indices=True)(torch.tensor(x))
+    np.testing.assert_array_equal(out.data, out_t.numpy())
+    np.testing.assert_array_equal(indices.data, indices_t.numpy())
+    assert indices.dtype == np.int64

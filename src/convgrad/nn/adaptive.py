@@ -57,6 +57,19 @@ class AdaptiveAvgPool2d(_AdaptivePool2d):
 
 class AdaptiveMaxPool2d(_AdaptivePool2d):
     """Maximum over adaptive windows (as :class:`AdaptiveAvgPool2d`'s). See:
-    torch.nn.AdaptiveMaxPool2d (without return_indices)."""
+    torch.nn.AdaptiveMaxPool2d.
+
+    Args:
+        output_size: as for :class:`AdaptiveAvgPool2d`.
+        return_indices: also return the flat position of each maximum in its plane (int64).
+    """
 
     function = staticmethod(F.adaptive_max_pool2d)
+
+    def __init__(self, output_size: Any, return_indices: bool = False) -> None:
+        super().__init__(output_size)
+        self.return_indices = return_indices
+
+    def forward(self, input: Tensor) -> Any:
+        owner = f"{type(self).__name__}({self.extra_repr()})"
+        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices, _owner=owner)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+import convgrad.kernels.pool as pool_f
 from convgrad import ops
 from convgrad.autograd import Tensor
 from convgrad.errors import ArgumentError, DtypeError, ShapeError
@@ -605,15 +606,35 @@ def adaptive_avg_pool2d(
 
 
 def adaptive_max_pool2d(
-    input: Tensor, output_size: Any, *, _owner: str = "adaptive_max_pool2d"
-) -> Tensor:
+    input: Tensor,
+    output_size: Any,
+    return_indices: bool = False,
+    *,
+    _owner: str = "adaptive_max_pool2d",
+) -> Any:
     """Maximum over adaptive windows (as :func:`adaptive_avg_pool2d`'s). See:
-    torch.nn.functional.adaptive_max_pool2d (return_indices is not supported).
+    torch.nn.functional.adaptive_max_pool2d.
+
+    Args:
+        input: (N, C, H, W) or (C, H, W).
+        output_size: as in :func:`adaptive_avg_pool2d`.
+        return_indices: also return, per output, the flat position h * W + w of its maximum in
+            its input plane (int64), as torch does. Default False.
 
     Returns:
-        (N, C, H_out, W_out); the gradient goes to the first maximum of each window.
+        (N, C, H_out, W_out), or (output, indices); the gradient goes to the first maximum of
+        each window.
     """
-    return _adaptive(ops.AdaptiveMaxPool2d, input, output_size, _owner)
+    out = _adaptive(ops.AdaptiveMaxPool2d, input, output_size, _owner)
+    if not return_indices:
+        return out
+    planes = _as_tensor(input).data
+    batched = planes if planes.ndim == 4 else planes[None]
+    out_hw = tuple(out.shape[-2:])
+    _, cache = pool_f.adaptive_max_pool2d_forward(batched, out_hw, need_grad=True)
+    assert cache.argmax is not None
+    indices = cache.argmax.astype(np.int64).reshape(out.shape)
+    return out, Tensor._wrap(indices)
 
 
 # ------------------------------------------------------------------------------- activations
