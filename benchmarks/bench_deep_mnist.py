@@ -2,13 +2,14 @@
 
 Both networks get the same initial weights and the same batches; their training steps alternate
 in one process (so both see the same machine state), and the script prints samples/s for each and
-the ratio convgrad / PyTorch, at batch 50 and 256, plus inference at batch 1000. Peak memory is
+the ratio convgrad / PyTorch, at batch 50 and 256, for the conv-BN-ReLU variant (BatchNorm2d after
+each convolution) at batch 256, plus inference at batch 1000. Peak memory is
 measured in two fresh subprocesses (one per library), as the growth of the peak resident set size
 over the process's size after building the model and the data, during a few training steps at
 batch 256.
 
 Usage:
-    python benchmarks/bench_deep_mnist.py [--steps 20] [--threads 2]
+    python benchmarks/bench_deep_mnist.py [--steps 20] [--threads 2] [--batchnorm-only]
 
 Needs torch (the test extra): pip install -e '.[test]'.
 """
@@ -24,16 +25,20 @@ import time
 import numpy as np
 
 
-def build_convgrad(seed: int = 0):
+def build_convgrad(seed: int = 0, batchnorm: bool = False):
+    """The baseline; with batchnorm=True a BatchNorm2d follows each convolution (conv-BN-ReLU)."""
     import convgrad as cg
 
     nn = cg.nn
     cg.manual_seed(seed)
+    norm = (lambda c: [nn.BatchNorm2d(c)]) if batchnorm else (lambda c: [])
     model = nn.Sequential(
         nn.Conv2d(1, 32, 5, padding="same"),
+        *norm(32),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 5, padding="same"),
+        *norm(64),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
@@ -46,15 +51,19 @@ def build_convgrad(seed: int = 0):
     return model
 
 
-def build_torch(state: dict[str, np.ndarray]):
+def build_torch(state: dict[str, np.ndarray], batchnorm: bool = False):
+    """The torch twin of build_convgrad, loaded from its state_dict (BatchNorm buffers too)."""
     import torch
     from torch import nn
 
+    norm = (lambda c: [nn.BatchNorm2d(c)]) if batchnorm else (lambda c: [])
     model = nn.Sequential(
         nn.Conv2d(1, 32, 5, padding="same"),
+        *norm(32),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 5, padding="same"),
+        *norm(64),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
@@ -210,6 +219,12 @@ def measure_memory(batch: int, threads: int, steps: int = 4) -> dict[str, float]
     return result
 
 
+def _print_rows(rows: list[tuple[str, float, float]]) -> None:
+    print(f"{'':22}{'convgrad':>12}{'torch':>12}{'ratio':>8}   (samples/s)")
+    for name, ours, theirs in rows:
+        print(f"{name:22}{ours:12.1f}{theirs:12.1f}{ours / theirs:8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per batch size")
@@ -217,6 +232,8 @@ def main() -> None:
                         help="threads for both: torch.set_num_threads, cg.set_num_threads, BLAS")
     parser.add_argument("--memory-child", choices=["convgrad", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
+    parser.add_argument("--batchnorm-only", action="store_true",
+                        help="only the conv-BN-ReLU training line")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.batch, args.steps, args.threads)
@@ -233,19 +250,26 @@ def main() -> None:
     print(f"threads={args.threads} (torch, convgrad, BLAS)  torch {torch.__version__}  "
           f"numpy {np.__version__}")
     rows = []
-    for batch in (50, 256):
+    for batch in () if args.batchnorm_only else (50, 256):
         model_cg = build_convgrad()
         model_t = build_torch(model_cg.state_dict())
         steppers = {"convgrad": convgrad_stepper(model_cg), "torch": torch_stepper(model_t)}
         speeds = time_alternating(steppers, make_batches(batch, args.steps + 2))
         rows.append((f"train batch {batch}", speeds["convgrad"], speeds["torch"]))
+    # conv-BN-ReLU: the baseline with BatchNorm2d after each convolution, same weights in torch
+    model_cg = build_convgrad(batchnorm=True)
+    model_t = build_torch(model_cg.state_dict(), batchnorm=True)
+    steppers = {"convgrad": convgrad_stepper(model_cg), "torch": torch_stepper(model_t)}
+    speeds = time_alternating(steppers, make_batches(256, args.steps + 2))
+    rows.append(("train conv-BN b256", speeds["convgrad"], speeds["torch"]))
+    if args.batchnorm_only:
+        _print_rows(rows)
+        return
     model_cg = build_convgrad()
     model_t = build_torch(model_cg.state_dict())
     inf = inference(model_cg, model_t, 1000, max(3, args.steps // 4))
     rows.append(("inference batch 1000", inf["convgrad"], inf["torch"]))
-    print(f"{'':22}{'convgrad':>12}{'torch':>12}{'ratio':>8}   (samples/s)")
-    for name, ours, theirs in rows:
-        print(f"{name:22}{ours:12.1f}{theirs:12.1f}{ours / theirs:8.2f}")
+    _print_rows(rows)
     print(f"inference outputs agree to {inf['max_abs_diff']:.2e} (max abs diff, float32)")
     mem = measure_memory(256, args.threads)
     ours, theirs = mem["convgrad"]["growth_mib"], mem["torch"]["growth_mib"]

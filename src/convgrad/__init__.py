@@ -4,24 +4,24 @@ A PyTorch-shaped API (``import convgrad as cg``) over an engine whose every grad
 by hand, plus the course's theory as executable checks and an MNIST lab.
 """
 
-from convgrad import nn, optim  # noqa: E402  (after the Tensor surface exists)
-from convgrad import ops as _ops  # noqa: F401  (attaches the Tensor operators)
+from convgrad import nn, optim
 from convgrad.autograd import (
     Function,
     Tensor,
+    cat,
     enable_grad,
     is_grad_enabled,
     no_grad,
     ones,
     ones_like,
+    stack,
     tensor,
     zeros,
     zeros_like,
 )
 from convgrad.interop.dlpack import from_dlpack
 from convgrad.interop.safetensors import load, save  # imports safetensors only when called
-from convgrad.nn.summary import summary  # noqa: E402
-from convgrad.ops import cat, stack
+from convgrad.nn.summary import summary
 from convgrad.parallel import get_num_threads, set_num_threads
 from convgrad.random import get_rng_state, manual_seed, set_rng_state
 

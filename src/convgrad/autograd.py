@@ -1,160 +1,108 @@
-"""Reverse-mode automatic differentiation: ``Tensor``, ``Function`` and ``backward``.
+"""``Tensor``: an n-dimensional array with PyTorch's surface, every method written on the class.
 
-The design is tinygrad's 2020 one with micrograd's accumulation rule:
+Each differentiable method or operator does no array maths itself: it resolves its arguments
+(dtype promotion, shapes, dims) and calls one Function's ``apply`` from :mod:`convgrad.ops`
+(tinygrad's and minitorch's layout), so a reader finds every operation here and a type checker
+sees ``x + y``, ``x.sum()`` and ``x @ w``. The graph machinery
+(``Function``, ``Context``, grad mode, ``backward``) lives in :mod:`convgrad.engine`, which this
+module re-exports; the import order is engine <- ops <- autograd, without a cycle.
 
-* every differentiable op is a :class:`Function` subclass with ``forward(ctx, *arrays)`` and
-  ``backward(ctx, grad_output)`` working on NumPy arrays only;
-* :meth:`Function.apply` runs the forward and, when any input requires a gradient, records the
-  op node on the output tensor;
-* :meth:`Tensor.backward` walks the recorded graph in reverse topological order and *adds* each
-  incoming gradient to what the node already holds, so a tensor used twice (a shared weight, a
-  residual) receives the sum of both paths, as the multivariate chain rule requires.
-
-Gradients of leaves (tensors created by the user with ``requires_grad=True``) are stored in
-``.grad``; intermediate gradients are freed as soon as they have been propagated, like PyTorch.
+Binary operators broadcast like NumPy and promote dtypes like PyTorch (:func:`_promote`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import sys
-import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
+from convgrad import ops
+from convgrad.engine import (
+    DEFAULT_FLOAT,
+    Context,
+    Function,
+    TensorBase,
+    _as_array,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+)
 from convgrad.errors import GradError
 
-_state = threading.local()
+__all__ = [
+    "DEFAULT_FLOAT",
+    "Context",
+    "Function",
+    "MaxResult",
+    "Tensor",
+    "cat",
+    "enable_grad",
+    "is_grad_enabled",
+    "no_grad",
+    "ones",
+    "ones_like",
+    "stack",
+    "tensor",
+    "zeros",
+    "zeros_like",
+]
 
 
-def is_grad_enabled() -> bool:
-    """Whether operations currently record the graph for backward (see :func:`no_grad`)."""
-    return getattr(_state, "grad_enabled", True)
+def _promote(a: Tensor, b: Any, true_division: bool) -> tuple[Tensor, Any]:
+    """Apply PyTorch's type promotion to the operands of a binary op.
 
-
-class _GradMode(contextlib.ContextDecorator):
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __enter__(self) -> None:
-        self.previous = is_grad_enabled()
-        _state.grad_enabled = self.enabled
-
-    def __exit__(self, *exc: object) -> None:
-        _state.grad_enabled = self.previous
-
-
-def no_grad() -> _GradMode:
-    """Context manager and decorator that disables graph recording, like ``torch.no_grad``."""
-    return _GradMode(False)
-
-
-def enable_grad() -> _GradMode:
-    """Context manager and decorator that re-enables graph recording inside ``no_grad``."""
-    return _GradMode(True)
-
-
-DEFAULT_FLOAT = np.float32
-
-
-def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
-    """Convert user data to an ndarray with PyTorch's dtype rules.
-
-    Python floats and lists of floats become float32 (the default dtype); NumPy arrays keep their
-    dtype (float64 stays float64, as ``torch.tensor(np_array)`` does); integers become int64.
+    Floating point beats integer whatever the sizes (float32 tensor * int64 tensor is float32);
+    a Python float with an integer tensor, or true division of integers, gives the default
+    float32; a Python scalar never widens a tensor's dtype. NumPy alone would answer float64.
     """
-    if isinstance(data, Tensor):
-        data = data.data
-    if dtype is not None:
-        return np.array(data, dtype=np.dtype(dtype))
-    if isinstance(data, np.ndarray | np.generic):
-        array = np.array(data)
-        if array.dtype.kind == "f" and array.dtype.itemsize < 4:
-            array = array.astype(DEFAULT_FLOAT)
-        return array
-    array = np.array(data)
-    if array.dtype.kind == "f":
-        array = array.astype(DEFAULT_FLOAT)
-    elif array.dtype.kind in "iu":
-        array = array.astype(np.int64)
-    elif array.dtype.kind not in "b":
-        raise TypeError(f"cannot build a tensor from data of dtype {array.dtype}")
-    return array
+    a_kind = a.dtype.kind
+    if not isinstance(b, Tensor | np.ndarray):
+        if isinstance(b, bool | int | float) or np.isscalar(b):
+            if a_kind == "f":
+                return a, a.dtype.type(b)
+            if isinstance(b, float) or true_division:
+                return _cast(a, DEFAULT_FLOAT), DEFAULT_FLOAT(b)  # type: ignore[arg-type]
+            return a, np.int64(b) if a_kind != "b" or not isinstance(b, bool) else b  # type: ignore[arg-type]
+        b = _as_array(b)
+    b_kind = b.dtype.kind
+    if a_kind == "f" and b_kind != "f":
+        return a, _cast(b, a.dtype)
+    if b_kind == "f" and a_kind != "f":
+        return _cast(a, b.dtype), b
+    if a_kind != "f" and true_division:
+        return _cast(a, DEFAULT_FLOAT), _cast(b, DEFAULT_FLOAT)
+    return a, b
 
 
-class Context:
-    """Per-call storage that ``Function.forward`` fills for ``Function.backward``.
-
-    Attributes:
-        needs_input_grad: one bool per positional input: whether backward must return its grad.
-        saved_tensors: the arrays given to :meth:`save_for_backward`.
-    """
-
-    def __init__(self, needs_input_grad: tuple[bool, ...]) -> None:
-        self.needs_input_grad = needs_input_grad
-        self.saved_tensors: tuple[Any, ...] = ()
-
-    def save_for_backward(self, *arrays: Any) -> None:
-        self.saved_tensors = arrays
+def _cast(value: Any, dtype: Any) -> Any:
+    """An integer or bool operand converted to dtype (it carries no gradient)."""
+    array = value.data if isinstance(value, Tensor) else value
+    converted = Tensor._wrap(np.asarray(array, dtype=dtype))
+    return converted if isinstance(value, Tensor) else converted.data
 
 
-class Function:
-    """A differentiable operation: subclasses define ``forward`` and ``backward``.
-
-    ``forward(ctx, *args, **kwargs) -> ndarray`` receives NumPy arrays in place of tensors.
-    ``backward(ctx, grad_output) -> grad or tuple of grads``, one per positional argument of
-    forward (``None`` for arguments that are not tensors or need no gradient); each gradient has
-    the shape of its input.
-    """
-
-    @staticmethod
-    def forward(ctx: Context, *args: Any, **kwargs: Any) -> np.ndarray:
-        raise NotImplementedError
-
-    @staticmethod
-    def backward(ctx: Context, grad_output: np.ndarray) -> Any:
-        raise NotImplementedError
-
-    @classmethod
-    def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
-        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        record = is_grad_enabled() and any(needs)
-        ctx = Context(needs if record else (False,) * len(args))
-        out = cls.forward(ctx, *arrays, **kwargs)
-        result = Tensor._wrap(out, requires_grad=record)
-        if record:
-            result._node = _Node(cls, ctx, tuple(_vertex(a) for a in args))
-        return result
+def _dims(dims: tuple) -> tuple[int, ...]:
+    """(2, 3) and ((2, 3),) both mean the shape or permutation (2, 3), as in torch."""
+    if len(dims) == 1 and isinstance(dims[0], tuple | list):
+        return tuple(dims[0])
+    return tuple(dims)
 
 
-def _vertex(value: Any) -> _Node | Tensor | None:
-    """What the graph keeps of an op input: the node that made it, the leaf itself, or nothing.
+class MaxResult(tuple):
+    """(values, indices) of ``Tensor.max(dim)``, like ``torch.return_types.max``."""
 
-    Keeping the producing node rather than the intermediate tensor lets an activation's memory be
-    freed as soon as no op saved it for backward (as in PyTorch).
-    """
-    if not isinstance(value, Tensor) or not value.requires_grad:
-        return None
-    return value if value._node is None else value._node
+    @property
+    def values(self) -> Tensor:
+        return self[0]
 
-
-class _Node:
-    """The record of one op application: its Function, its context, and one graph vertex per
-    positional input (the input's own node, a leaf tensor, or None when no gradient flows)."""
-
-    __slots__ = ("function", "ctx", "inputs")
-
-    def __init__(self, function: type[Function], ctx: Context, inputs: tuple) -> None:
-        self.function = function
-        self.ctx = ctx
-        self.inputs = inputs
+    @property
+    def indices(self) -> Tensor:
+        return self[1]
 
 
-class Tensor:
+class Tensor(TensorBase):
     """An n-dimensional array with an optional gradient, the PyTorch-shaped core of convgrad.
 
     Args:
@@ -170,17 +118,17 @@ class Tensor:
     __array_priority__ = 1000  # make ndarray <op> Tensor defer to Tensor's reflected operator
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
-        self.data: np.ndarray = _as_array(data, dtype)
-        self.grad: Tensor | None = None
-        self._node: _Node | None = None
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self._node = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
-    @classmethod
-    def _wrap(cls, array: np.ndarray, requires_grad: bool = False) -> Tensor:
-        """Build a tensor around an existing array without copying or dtype conversion."""
-        tensor = cls.__new__(cls)
+    @staticmethod
+    def _wrap(array: np.ndarray, requires_grad: bool = False) -> Tensor:
+        """Build a plain Tensor (also for a Parameter) around an array, without copying."""
+        tensor = Tensor.__new__(Tensor)
         tensor.data = array if isinstance(array, np.ndarray) else np.asarray(array)
         tensor.grad = None
         tensor._node = None
@@ -209,7 +157,11 @@ class Tensor:
         """The name of the Function that produced this tensor, or None for a leaf."""
         return None if self._node is None else self._node.function.__name__
 
-    def size(self, dim: int | None = None) -> Any:
+    @overload
+    def size(self, dim: None = None) -> tuple[int, ...]: ...
+    @overload
+    def size(self, dim: int) -> int: ...
+    def size(self, dim: int | None = None) -> tuple[int, ...] | int:
         return self.shape if dim is None else self.shape[dim]
 
     def dim(self) -> int:
@@ -248,13 +200,9 @@ class Tensor:
         return Tensor._wrap(self.data)
 
     def clone(self) -> Tensor:
-        from convgrad import ops
-
         return ops.Clone.apply(self)
 
     def to(self, dtype: Any) -> Tensor:
-        from convgrad import ops
-
         dtype = np.dtype(dtype)
         if dtype == self.dtype:
             return self
@@ -292,62 +240,194 @@ class Tensor:
     def __bool__(self) -> bool:
         return bool(self.item())
 
-    # ---------------------------------------------------------------- autograd
-    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, like ``torch.Tensor.backward``.
-
-        Args:
-            gradient: dL/d(self), same shape as self; may be omitted only for a one-element tensor.
-            retain_graph: keep the graph so backward can be called through it again.
-        """
-        if not self.requires_grad:
-            raise GradError(
-                "element 0 of tensors does not require grad and does not have a grad_fn"
-            )
-        if gradient is None:
-            if self.data.size != 1:
-                raise GradError(
-                    f"grad can be implicitly created only for scalar outputs, received shape "
-                    f"{self.shape}; pass gradient="
-                )
-            seed = np.ones_like(self.data)
-        else:
-            seed = _as_array(gradient, self.dtype)
-            if seed.shape != self.shape:
-                raise GradError(
-                    f"gradient has shape {seed.shape} but the tensor has shape {self.shape}"
-                )
-        root = self if self._node is None else self._node
-        grads: dict[int, np.ndarray] = {id(root): seed}
-        for vertex in _topological_order(root):
-            grad = grads.pop(id(vertex), None)
-            if grad is None:
-                continue
-            if isinstance(vertex, Tensor):
-                _accumulate_leaf(vertex, grad)
-                continue
-            if vertex.ctx is None:
-                raise GradError(
-                    "trying to backward through the graph a second time; its saved arrays were "
-                    "freed. Specify retain_graph=True on the first backward call"
-                )
-            input_grads = vertex.function.backward(vertex.ctx, grad)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            for parent, parent_grad in zip(vertex.inputs, input_grads, strict=False):
-                if parent is None or parent_grad is None:
-                    continue
-                key = id(parent)
-                grads[key] = grads[key] + parent_grad if key in grads else parent_grad
-            if not retain_graph:
-                vertex.ctx = None
-            # let each gradient go as soon as its consumers have it (and let a leaf adopt it)
-            grad = input_grads = parent_grad = None
-
     def zero_(self) -> Tensor:
         self.data[...] = 0
         return self
 
+    # ---------------------------------------------------------------- arithmetic operators
+    def __add__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.Add.apply(a, b)
+
+    def __radd__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.Add.apply(b, a)
+
+    def __sub__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.Sub.apply(a, b)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.Sub.apply(b, a)
+
+    def __mul__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.Mul.apply(a, b)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.Mul.apply(b, a)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, True)
+        return ops.Div.apply(a, b)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, True)
+        return ops.Div.apply(b, a)
+
+    def __pow__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.Pow.apply(a, b)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.Pow.apply(b, a)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.MatMul.apply(a, b)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        a, b = _promote(self, other, False)
+        return ops.MatMul.apply(b, a)
+
+    def __neg__(self) -> Tensor:
+        return ops.Neg.apply(self)
+
+    add = __add__
+    sub = __sub__
+    mul = __mul__
+    div = __truediv__
+    pow = __pow__
+    matmul = __matmul__
+    neg = __neg__
+
+    # ---------------------------------------------------------------- comparisons (no gradient)
+    def _compare(self, ufunc: np.ufunc, other: Any) -> Tensor:
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor._wrap(np.asarray(ufunc(self.data, other)))
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(np.equal, other)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(np.not_equal, other)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return self._compare(np.less, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return self._compare(np.less_equal, other)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return self._compare(np.greater, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return self._compare(np.greater_equal, other)
+
+    # ---------------------------------------------------------------- elementwise functions
+    def exp(self) -> Tensor:
+        return ops.Exp.apply(self)
+
+    def log(self) -> Tensor:
+        return ops.Log.apply(self)
+
+    def sqrt(self) -> Tensor:
+        return ops.Sqrt.apply(self)
+
+    def abs(self) -> Tensor:
+        return ops.Abs.apply(self)
+
+    def relu(self) -> Tensor:
+        return ops.ReLU.apply(self)
+
+    def sigmoid(self) -> Tensor:
+        return ops.Sigmoid.apply(self)
+
+    def tanh(self) -> Tensor:
+        return ops.Tanh.apply(self)
+
+    def softmax(self, dim: int) -> Tensor:
+        return ops.Softmax.apply(self, dim=dim)
+
+    def log_softmax(self, dim: int) -> Tensor:
+        return ops.LogSoftmax.apply(self, dim=dim)
+
+    # ---------------------------------------------------------------- reductions
+    def sum(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+        return ops.Sum.apply(self, dim=dim, keepdim=keepdim)
+
+    def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Tensor:
+        return ops.Mean.apply(self, dim=dim, keepdim=keepdim)
+
+    @overload
+    def max(self, dim: None = None, keepdim: bool = False) -> Tensor: ...
+    @overload
+    def max(self, dim: int, keepdim: bool = False) -> MaxResult: ...
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Tensor | MaxResult:
+        """The maximum, or (values, indices) along dim, like ``torch.max``."""
+        if dim is None:
+            return ops.Max.apply(self, dim=None, keepdim=False)
+        values = ops.Max.apply(self, dim=dim, keepdim=keepdim)
+        indices = np.argmax(self.data, axis=dim)
+        if keepdim:
+            indices = np.expand_dims(indices, dim)
+        return MaxResult((values, Tensor._wrap(indices.astype(np.int64))))
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        if dim is None:
+            return Tensor._wrap(np.asarray(self.data.argmax(), dtype=np.int64))
+        out = self.data.argmax(axis=dim)
+        return Tensor._wrap((np.expand_dims(out, dim) if keepdim else out).astype(np.int64))
+
+    # ---------------------------------------------------------------- shape
+    def reshape(self, *shape: Any) -> Tensor:
+        return ops.Reshape.apply(self, shape=_dims(shape))
+
+    def view(self, *shape: Any) -> Tensor:
+        return ops.Reshape.apply(self, shape=_dims(shape))
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        if self.ndim == 0:
+            return ops.Reshape.apply(self, shape=(1,))
+        start, end = start_dim % self.ndim, end_dim % self.ndim
+        merged = -1 if self.data.size else int(np.prod(self.shape[start : end + 1]))
+        return ops.Reshape.apply(self, shape=self.shape[:start] + (merged,) + self.shape[end + 1 :])
+
+    def transpose(self, dim0: int = 0, dim1: int = 1) -> Tensor:
+        dims = list(range(self.ndim))
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return ops.Permute.apply(self, dims=tuple(dims))
+
+    def permute(self, *dims: Any) -> Tensor:
+        return ops.Permute.apply(self, dims=tuple(d % self.ndim for d in _dims(dims)))
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802  (torch's name)
+        return ops.Permute.apply(self, dims=tuple(reversed(range(self.ndim))))
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        dim = dim % (self.ndim + 1)
+        return ops.Reshape.apply(self, shape=self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        if dim is None:
+            shape = tuple(s for s in self.shape if s != 1)
+        else:
+            dim = dim % self.ndim
+            shape = self.shape if self.shape[dim] != 1 else self.shape[:dim] + self.shape[dim + 1 :]
+        return ops.Reshape.apply(self, shape=shape)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return ops.GetItem.apply(self, index=index)
+
+    # Further surface (e.g. __dlpack__) goes below this line.
     # ---------------------------------------------------------------- DLPack (zero-copy export)
     def __dlpack__(self, stream: Any = None, **kwargs: Any) -> Any:
         """DLPack capsule of ``data`` (shared memory): ``torch.from_dlpack(t)``, ``np.from_dlpack``.
@@ -359,62 +439,6 @@ class Tensor:
     def __dlpack_device__(self) -> tuple[int, int]:
         """(device type, id) of ``data``: (1, 0), the CPU."""
         return self.data.__dlpack_device__()
-
-    # Operator and method definitions live in convgrad.ops and are attached below.
-
-
-_UNSHARED_REFCOUNT = 3
-"""sys.getrefcount of a gradient array seen in _accumulate_leaf that only the backward loop
-holds: the loop's variable, this function's argument, getrefcount's own argument."""
-
-
-def _accumulate_leaf(tensor: Tensor, grad: np.ndarray) -> None:
-    """Add grad into tensor.grad.
-
-    A leaf's first gradient becomes its .grad without a copy when nothing else holds that array
-    (PyTorch's AccumulateGrad rule: steal the gradient when its use count is 1): not the
-    caller's seed, not pending for another input, not a view, of the leaf's shape and dtype.
-    Otherwise it is copied, so that no leaf shares memory that a later in-place accumulation
-    would change with anything else.
-    """
-    if grad.shape != tensor.shape:
-        grad = np.broadcast_to(grad, tensor.shape)
-    if tensor.grad is not None:
-        tensor.grad.data += grad
-    elif (
-        grad.base is None
-        and grad.flags.writeable
-        and grad.dtype == tensor.dtype
-        and sys.getrefcount(grad) <= _UNSHARED_REFCOUNT
-    ):
-        tensor.grad = Tensor._wrap(grad)
-    else:
-        tensor.grad = Tensor._wrap(np.array(grad, dtype=tensor.dtype, copy=True))
-
-
-def _topological_order(root: _Node | Tensor) -> list[_Node | Tensor]:
-    """Graph vertices reachable from root, each before every vertex it depends on.
-
-    Iterative depth-first search (deep networks would overflow Python's recursion limit).
-    """
-    order: list[_Node | Tensor] = []
-    visited: set[int] = set()
-    stack: list[tuple[_Node | Tensor, bool]] = [(root, False)]
-    while stack:
-        vertex, expanded = stack.pop()
-        if expanded:
-            order.append(vertex)
-            continue
-        if id(vertex) in visited:
-            continue
-        visited.add(id(vertex))
-        stack.append((vertex, True))
-        if isinstance(vertex, _Node):
-            for parent in vertex.inputs:
-                if parent is not None and id(parent) not in visited:
-                    stack.append((parent, False))
-    order.reverse()
-    return order
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
@@ -452,3 +476,15 @@ def zeros_like(t: Tensor, dtype: Any = None) -> Tensor:
 
 def ones_like(t: Tensor, dtype: Any = None) -> Tensor:
     return Tensor(np.ones(t.shape, dtype=dtype or t.dtype))
+
+
+def cat(tensors: list[Tensor] | tuple[Tensor, ...], dim: int = 0) -> Tensor:
+    """Concatenate tensors along an existing dim, like ``torch.cat``."""
+    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    return ops.Cat.apply(*tensors, dim=dim)
+
+
+def stack(tensors: list[Tensor] | tuple[Tensor, ...], dim: int = 0) -> Tensor:
+    """Stack same-shaped tensors along a new dim, like ``torch.stack``."""
+    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    return ops.Stack.apply(*tensors, dim=dim)

@@ -1,8 +1,10 @@
-"""One ``Function`` per differentiable op, glue between Tensor and the NumPy pairs.
+"""One ``Function`` per differentiable op, glue between the Tensor and the NumPy kernel pairs.
 
-Elementwise and shape ops are short enough to hold their maths here; convolution, pooling,
-activations and losses call ``convgrad.kernels``. Binary ops broadcast like NumPy; their
-backward sums the gradient over the broadcast axes (:func:`unbroadcast`).
+Functions see NumPy arrays only and import nothing but :mod:`convgrad.engine` and the kernels;
+the Tensor's methods in :mod:`convgrad.autograd` call their ``apply``. Elementwise and shape ops
+are short enough to hold their maths here; convolution, pooling, normalisation, activations and
+losses call ``convgrad.kernels``. Binary ops broadcast like NumPy; their backward sums the
+gradient over the broadcast axes (:func:`unbroadcast`).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from convgrad.autograd import DEFAULT_FLOAT, Context, Function, Tensor, _as_array
+from convgrad.engine import Context, Function
 from convgrad.kernels import activation as act
 from convgrad.kernels import conv as conv_f
 from convgrad.kernels import dropout as dropout_f
 from convgrad.kernels import linear as linear_f
 from convgrad.kernels import loss as loss_f
+from convgrad.kernels import norm as norm_f
 from convgrad.kernels import pool as pool_f
 
 
@@ -34,39 +37,6 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     )
     grad = grad.sum(axis=axes, keepdims=True)
     return grad.reshape(shape)
-
-
-def _promote(a: Tensor, b: Any, true_division: bool) -> tuple[Tensor, Any]:
-    """Apply PyTorch's type promotion to the operands of a binary op.
-
-    Floating point beats integer whatever the sizes (float32 tensor * int64 tensor is float32);
-    a Python float with an integer tensor, or true division of integers, gives the default
-    float32; a Python scalar never widens a tensor's dtype. NumPy alone would answer float64.
-    """
-    a_kind = a.dtype.kind
-    if not isinstance(b, Tensor | np.ndarray):
-        if isinstance(b, bool | int | float) or np.isscalar(b):
-            if a_kind == "f":
-                return a, a.dtype.type(b)
-            if isinstance(b, float) or true_division:
-                return _cast(a, DEFAULT_FLOAT), DEFAULT_FLOAT(b)
-            return a, np.int64(b) if a_kind != "b" or not isinstance(b, bool) else b
-        b = _as_array(b)
-    b_kind = b.dtype.kind
-    if a_kind == "f" and b_kind != "f":
-        return a, _cast(b, a.dtype)
-    if b_kind == "f" and a_kind != "f":
-        return _cast(a, b.dtype), b
-    if a_kind != "f" and true_division:
-        return _cast(a, DEFAULT_FLOAT), _cast(b, DEFAULT_FLOAT)
-    return a, b
-
-
-def _cast(value: Any, dtype: Any) -> Any:
-    """An integer or bool operand converted to dtype (it carries no gradient)."""
-    array = value.data if isinstance(value, Tensor) else value
-    converted = Tensor._wrap(np.asarray(array, dtype=dtype))
-    return converted if isinstance(value, Tensor) else converted.data
 
 
 # ------------------------------------------------------------------------------------ arithmetic
@@ -535,14 +505,18 @@ class Dropout(Function):
 
 class CrossEntropy(Function):
     @staticmethod
-    def forward(ctx: Context, logits, target, reduction, ignore_index):
-        loss, ctx.cache = loss_f.cross_entropy_forward(logits, target, reduction, ignore_index)
-        ctx.target, ctx.ignore_index = target, ignore_index
+    def forward(ctx: Context, logits, target, reduction, ignore_index, label_smoothing=0.0):
+        loss, ctx.cache = loss_f.cross_entropy_forward(
+            logits, target, reduction, ignore_index, label_smoothing
+        )
+        ctx.target, ctx.ignore_index, ctx.label_smoothing = target, ignore_index, label_smoothing
         return loss
 
     @staticmethod
     def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
-        grad = loss_f.cross_entropy_backward(grad_output, ctx.target, ctx.cache, ctx.ignore_index)
+        grad = loss_f.cross_entropy_backward(
+            grad_output, ctx.target, ctx.cache, ctx.ignore_index, ctx.label_smoothing
+        )
         return grad, None
 
 
@@ -575,181 +549,78 @@ class MseLoss(Function):
         return (grad if ctx.needs_input_grad[0] else None), (-grad if need_t else None)
 
 
-# ------------------------------------------------------------------------- the Tensor surface
-def _binary(function: type[Function], reflected: bool = False):
-    def method(self: Tensor, other: Any) -> Tensor:
-        this, other = _promote(self, other, function is Div)
-        return function.apply(other, this) if reflected else function.apply(this, other)
+class BatchNorm(Function):
+    """Batch normalisation; see convgrad.kernels.norm for the maths and the derivation.
 
-    return method
+    forward(x, weight, bias, running_mean, running_var, training, momentum, eps): the running
+    statistics are arrays (not tensors: no gradient), updated in place when training.
+    """
 
-
-def _compare(ufunc):
-    def method(self: Tensor, other: Any) -> Tensor:
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(np.asarray(ufunc(self.data, other)))
-
-    return method
-
-
-def _dims(dims: tuple) -> tuple[int, ...]:
-    if len(dims) == 1 and isinstance(dims[0], tuple | list):
-        return tuple(dims[0])
-    return tuple(dims)
-
-
-def _sum(self: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    return Sum.apply(self, dim=dim, keepdim=keepdim)
-
-
-def _mean(self: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    return Mean.apply(self, dim=dim, keepdim=keepdim)
-
-
-class MaxResult(tuple):
-    """(values, indices) of ``Tensor.max(dim)``, like ``torch.return_types.max``."""
-
-    @property
-    def values(self) -> Tensor:
-        return self[0]
-
-    @property
-    def indices(self) -> Tensor:
-        return self[1]
-
-
-def _max(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
-    if dim is None:
-        return Max.apply(self, dim=None, keepdim=False)
-    values = Max.apply(self, dim=dim, keepdim=keepdim)
-    indices = np.argmax(self.data, axis=dim)
-    if keepdim:
-        indices = np.expand_dims(indices, dim)
-    return MaxResult((values, Tensor._wrap(indices.astype(np.int64))))
-
-
-def _argmax(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    if dim is None:
-        return Tensor._wrap(np.asarray(self.data.argmax(), dtype=np.int64))
-    out = self.data.argmax(axis=dim)
-    return Tensor._wrap((np.expand_dims(out, dim) if keepdim else out).astype(np.int64))
-
-
-def _reshape(self: Tensor, *shape: Any) -> Tensor:
-    return Reshape.apply(self, shape=_dims(shape))
-
-
-def _flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    if self.ndim == 0:
-        return Reshape.apply(self, shape=(1,))
-    start, end = start_dim % self.ndim, end_dim % self.ndim
-    shape = self.shape[:start] + (-1,) + self.shape[end + 1 :]
-    if self.data.size == 0:
-        shape = (
-            self.shape[:start]
-            + (int(np.prod(self.shape[start : end + 1])),)
-            + self.shape[end + 1 :]
+    @staticmethod
+    def forward(ctx: Context, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        out, ctx.cache = norm_f.batch_norm_forward(
+            x, weight, bias, running_mean, running_var, training, momentum, eps
         )
-    return Reshape.apply(self, shape=shape)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
+        need = ctx.needs_input_grad
+        dx, dw, db = norm_f.batch_norm_backward(grad_output, ctx.cache, need[0], need[1] or need[2])
+        return dx, (dw if need[1] else None), (db if need[2] else None), None, None
 
 
-def _transpose(self: Tensor, dim0: int = 0, dim1: int = 1) -> Tensor:
-    dims = list(range(self.ndim))
-    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-    return Permute.apply(self, dims=tuple(dims))
+class AdaptiveAvgPool2d(Function):
+    """Adaptive average pooling; see convgrad.kernels.pool for the windows and the maths."""
+
+    @staticmethod
+    def forward(ctx: Context, x, out_hw):
+        out, ctx.cache = pool_f.adaptive_avg_pool2d_forward(x, out_hw)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
+        return pool_f.adaptive_avg_pool2d_backward(grad_output, ctx.cache), None
 
 
-def _permute(self: Tensor, *dims: Any) -> Tensor:
-    return Permute.apply(self, dims=tuple(d % self.ndim for d in _dims(dims)))
+class AdaptiveMaxPool2d(Function):
+    """Adaptive max pooling; the gradient goes to each window's first maximum."""
+
+    @staticmethod
+    def forward(ctx: Context, x, out_hw):
+        need = ctx.needs_input_grad[0]
+        out, ctx.cache = pool_f.adaptive_max_pool2d_forward(x, out_hw, need)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
+        return pool_f.adaptive_max_pool2d_backward(grad_output, ctx.cache), None
 
 
-def _unsqueeze(self: Tensor, dim: int) -> Tensor:
-    dim = dim % (self.ndim + 1)
-    return Reshape.apply(self, shape=self.shape[:dim] + (1,) + self.shape[dim:])
+class _ParametrisedActivation(Function):
+    """Elementwise activation with one hyperparameter, from a kernel (forward, backward) pair."""
+
+    pair: tuple = ()
+
+    @classmethod
+    def forward(cls, ctx: Context, a: np.ndarray, parameter: Any) -> np.ndarray:
+        out, cache = cls.pair[0](a, parameter)
+        ctx.save_for_backward(cache)
+        ctx.parameter = parameter
+        return out
+
+    @classmethod
+    def backward(cls, ctx: Context, grad_output: np.ndarray) -> tuple:
+        return cls.pair[1](grad_output, ctx.saved_tensors[0], ctx.parameter), None
 
 
-def _squeeze(self: Tensor, dim: int | None = None) -> Tensor:
-    if dim is None:
-        shape = tuple(s for s in self.shape if s != 1)
-    else:
-        dim = dim % self.ndim
-        shape = self.shape if self.shape[dim] != 1 else self.shape[:dim] + self.shape[dim + 1 :]
-    return Reshape.apply(self, shape=shape)
+class LeakyReLU(_ParametrisedActivation):
+    pair = (act.leaky_relu_forward, act.leaky_relu_backward)
 
 
-def _getitem(self: Tensor, index: Any) -> Tensor:
-    if isinstance(index, Tensor):
-        index = index.data
-    elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return GetItem.apply(self, index=index)
+class ELU(_ParametrisedActivation):
+    pair = (act.elu_forward, act.elu_backward)
 
 
-def _install() -> None:
-    methods = {
-        "__add__": _binary(Add),
-        "__radd__": _binary(Add, reflected=True),
-        "__sub__": _binary(Sub),
-        "__rsub__": _binary(Sub, reflected=True),
-        "__mul__": _binary(Mul),
-        "__rmul__": _binary(Mul, reflected=True),
-        "__truediv__": _binary(Div),
-        "__rtruediv__": _binary(Div, reflected=True),
-        "__pow__": _binary(Pow),
-        "__rpow__": _binary(Pow, reflected=True),
-        "__matmul__": _binary(MatMul),
-        "__rmatmul__": _binary(MatMul, reflected=True),
-        "__neg__": lambda self: Neg.apply(self),
-        "__getitem__": _getitem,
-        "__eq__": _compare(np.equal),
-        "__ne__": _compare(np.not_equal),
-        "__lt__": _compare(np.less),
-        "__le__": _compare(np.less_equal),
-        "__gt__": _compare(np.greater),
-        "__ge__": _compare(np.greater_equal),
-        "add": _binary(Add),
-        "sub": _binary(Sub),
-        "mul": _binary(Mul),
-        "div": _binary(Div),
-        "pow": _binary(Pow),
-        "matmul": _binary(MatMul),
-        "neg": lambda self: Neg.apply(self),
-        "exp": lambda self: Exp.apply(self),
-        "log": lambda self: Log.apply(self),
-        "sqrt": lambda self: Sqrt.apply(self),
-        "abs": lambda self: Abs.apply(self),
-        "relu": lambda self: ReLU.apply(self),
-        "sigmoid": lambda self: Sigmoid.apply(self),
-        "tanh": lambda self: Tanh.apply(self),
-        "softmax": lambda self, dim: Softmax.apply(self, dim=dim),
-        "log_softmax": lambda self, dim: LogSoftmax.apply(self, dim=dim),
-        "sum": _sum,
-        "mean": _mean,
-        "max": _max,
-        "argmax": _argmax,
-        "reshape": _reshape,
-        "view": _reshape,
-        "flatten": _flatten,
-        "transpose": _transpose,
-        "permute": _permute,
-        "unsqueeze": _unsqueeze,
-        "squeeze": _squeeze,
-        "T": property(lambda self: Permute.apply(self, dims=tuple(reversed(range(self.ndim))))),
-    }
-    for name, method in methods.items():
-        setattr(Tensor, name, method)
-
-
-_install()
-
-
-def cat(tensors: list[Tensor] | tuple[Tensor, ...], dim: int = 0) -> Tensor:
-    """Concatenate tensors along an existing dim, like ``torch.cat``."""
-    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
-    return Cat.apply(*tensors, dim=dim)
-
-
-def stack(tensors: list[Tensor] | tuple[Tensor, ...], dim: int = 0) -> Tensor:
-    """Stack same-shaped tensors along a new dim, like ``torch.stack``."""
-    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
-    return Stack.apply(*tensors, dim=dim)
+class GELU(_ParametrisedActivation):
+    pair = (act.gelu_forward, act.gelu_backward)

@@ -50,9 +50,17 @@ def nll_backward(
 
 
 def cross_entropy_forward(
-    logits: np.ndarray, target: np.ndarray, reduction: str, ignore_index: int = -100
+    logits: np.ndarray,
+    target: np.ndarray,
+    reduction: str,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """cross_entropy = nll(log_softmax(logits)), with log_softmax = x - max - log sum exp(x - max).
+
+    With label smoothing eps (PyTorch's formula), the target distribution is (1 - eps) one-hot
+    + eps / C uniform: loss_n = (1 - eps) * (-log p[n, t_n]) + (eps / C) * sum_c -log p[n, c],
+    zero for ignored examples; 'mean' divides both parts by the number of non-ignored examples.
 
     Args:
         logits: (N, C). target: (N,) int64 class indices.
@@ -62,6 +70,15 @@ def cross_entropy_forward(
     """
     log_probs, _ = log_softmax_forward(logits, axis=1)
     loss, weight = nll_forward(log_probs, target, reduction, ignore_index)
+    if label_smoothing:
+        eps = log_probs.dtype.type(label_smoothing)
+        classes = log_probs.shape[1]
+        valid = target != ignore_index
+        smooth = np.where(valid, -log_probs.sum(axis=1), 0).astype(log_probs.dtype)
+        # nll_forward's weight is 1 (or 1/count for 'mean') per valid example: the same
+        # reduction applies to the smoothing part
+        smooth_loss = (smooth * weight).sum() if reduction != "none" else smooth
+        loss = np.asarray((1 - eps) * loss + eps / classes * smooth_loss, dtype=log_probs.dtype)
     return loss, (log_probs, weight)
 
 
@@ -70,16 +87,25 @@ def cross_entropy_backward(
     target: np.ndarray,
     cache: tuple[np.ndarray, np.ndarray],
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
 ) -> np.ndarray:
-    """d loss / d logits[n, c] = dout_n * weight_n * (softmax[n, c] - [c == target_n]).
+    """d loss / d logits[n, c] = dout_n * weight_n * (softmax[n, c] - q[n, c]).
 
-    The classic "softmax minus one-hot", scaled by 1/N for the mean reduction.
+    The classic "softmax minus target", scaled by 1/N for the mean reduction; the target q is
+    the one-hot vector, or (1 - eps) one-hot + eps / C with label smoothing (since
+    d/dx_c sum_k -log p_k = C p_c - 1).
     """
     log_probs, weight = cache
     scale = dout * weight  # (N,)
     grad = np.exp(log_probs)
     valid = target != ignore_index
-    grad[np.arange(len(target)), np.where(valid, target, 0)] -= 1
+    rows = np.arange(len(target))
+    if label_smoothing:
+        eps = log_probs.dtype.type(label_smoothing)
+        grad -= eps / log_probs.shape[1]
+        grad[rows, np.where(valid, target, 0)] -= 1 - eps
+    else:
+        grad[rows, np.where(valid, target, 0)] -= 1
     grad *= scale[:, None]
     return grad
 

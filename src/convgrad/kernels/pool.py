@@ -257,3 +257,123 @@ def _scatter_windows(
 
     parallel_for(_slices(cache.x_shape, cache.dtype.itemsize), scatter, dxp.nbytes)
     return nhwc_to_nchw(dxp[:, top : top + h, left : left + w, :])
+
+
+# ------------------------------------------------------------------------------ adaptive pooling
+def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's adaptive windows along one axis: window i covers [start_i, end_i) with
+    start_i = floor(i * size / out) and end_i = ceil((i + 1) * size / out). Windows overlap
+    when out does not divide size; every window is non-empty; together they cover the axis."""
+    i = np.arange(out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def _averaging_matrix(size: int, out: int, dtype: np.dtype) -> np.ndarray:
+    """(out, size) matrix A with A[i, h] = 1 / len(window i) on window i: A @ column averages."""
+    start, end = adaptive_windows(size, out)
+    h = np.arange(size)
+    inside = (h >= start[:, None]) & (h < end[:, None])
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+class AdaptiveCache(NamedTuple):
+    """What the adaptive pooling backward passes need."""
+
+    x_shape: tuple[int, int, int, int]
+    dtype: np.dtype
+    rows: np.ndarray | None  # avg: (H_out, H) averaging matrix
+    cols: np.ndarray | None  # avg: (W_out, W) averaging matrix
+    argmax: np.ndarray | None  # max: (N, C, H_out, W_out) flat index h * W + w of each maximum
+
+
+def adaptive_avg_pool2d_forward(
+    x: np.ndarray, out_hw: tuple[int, int]
+) -> tuple[np.ndarray, AdaptiveCache]:
+    """out[n, c, i, j] = mean of x[n, c, window_i, window_j] (see :func:`adaptive_windows`).
+
+    The mean over a rectangle is separable: out = A_h x A_w^T per plane, with the averaging
+    matrices A (two matrix products, no loop over windows). Global pooling (1, 1) is a mean.
+
+    Args:
+        x: (N, C, H, W). out_hw: (H_out, W_out), each >= 0.
+
+    Returns:
+        (N, C, H_out, W_out) and the cache.
+    """
+    n, c, h, w = x.shape
+    ho, wo = out_hw
+    if (ho, wo) == (1, 1):
+        out = _plane_mean(x).reshape(n, c, 1, 1)
+        return out, AdaptiveCache(x.shape, x.dtype, None, None, None)
+    rows = _averaging_matrix(h, ho, x.dtype)
+    cols = _averaging_matrix(w, wo, x.dtype)
+    out = np.matmul(np.matmul(rows, x), cols.T)
+    return out, AdaptiveCache(x.shape, x.dtype, rows, cols, None)
+
+
+def _plane_mean(x: np.ndarray) -> np.ndarray:
+    """(N, C) means of each H x W plane, reading x in its memory order (NHWC memory as (N,
+    H*W, C) rows, NCHW as (N, C, H*W))."""
+    n, c, h, w = x.shape
+    moved = x.transpose(0, 2, 3, 1)
+    if moved.flags.c_contiguous and c > 1:
+        return moved.reshape(n, h * w, c).mean(axis=1)
+    return x.reshape(n, c, h * w).mean(axis=2)
+
+
+def adaptive_avg_pool2d_backward(dout: np.ndarray, cache: AdaptiveCache) -> np.ndarray:
+    """dx = A_h^T dout A_w per plane (the adjoint of the forward's two products); for global
+    pooling each element receives dout / (H W)."""
+    n, c, h, w = cache.x_shape
+    if cache.rows is None or cache.cols is None:
+        scale = dout.dtype.type(1.0 / (h * w))
+        return np.broadcast_to(dout.reshape(n, c, 1, 1) * scale, (n, c, h, w)).copy()
+    return np.matmul(np.matmul(cache.rows.T, dout), cache.cols)
+
+
+def _window_indices(size: int, out: int) -> np.ndarray:
+    """(out, K) indices of each window, K the longest window; shorter windows repeat their
+    last index (a repeated element changes neither the maximum nor its first position)."""
+    start, end = adaptive_windows(size, out)
+    longest = int((end - start).max()) if out else 0
+    return np.minimum(start[:, None] + np.arange(longest), end[:, None] - 1)
+
+
+def adaptive_max_pool2d_forward(
+    x: np.ndarray, out_hw: tuple[int, int], need_grad: bool = True
+) -> tuple[np.ndarray, AdaptiveCache]:
+    """out[n, c, i, j] = max of x[n, c, window_i, window_j].
+
+    All windows are gathered at once as an (N, C, H_out, W_out, Kh * Kw) array, Kh and Kw the
+    longest windows, in row-major window order, so argmax picks the first maximum like PyTorch.
+
+    Returns:
+        (N, C, H_out, W_out) and the cache (the flat h * W + w position of each maximum).
+    """
+    n, c, h, w = x.shape
+    ho, wo = out_hw
+    rows = _window_indices(h, ho)  # (H_out, Kh)
+    cols = _window_indices(w, wo)  # (W_out, Kw)
+    kh, kw = rows.shape[1], cols.shape[1]
+    flat = (rows[:, None, :, None] * w + cols[None, :, None, :]).reshape(ho, wo, kh * kw)
+    windows = x.reshape(n, c, h * w)[:, :, flat]  # (N, C, H_out, W_out, Kh*Kw)
+    best = windows.argmax(axis=-1)[..., None] if windows.size else None
+    if best is None:
+        out = np.zeros((n, c, ho, wo), dtype=x.dtype)
+        return out, AdaptiveCache(x.shape, x.dtype, None, None, np.zeros(out.shape, np.intp))
+    out = np.take_along_axis(windows, best, axis=-1)[..., 0]
+    argmax = None
+    if need_grad:
+        argmax = np.take_along_axis(np.broadcast_to(flat, windows.shape), best, axis=-1)[..., 0]
+    return out, AdaptiveCache(x.shape, x.dtype, None, None, argmax)
+
+
+def adaptive_max_pool2d_backward(dout: np.ndarray, cache: AdaptiveCache) -> np.ndarray:
+    """dx[n, c, p] = sum of dout[n, c, i, j] over the windows whose maximum is at p (windows
+    may overlap, so one input element can receive several gradients): one bincount."""
+    n, c, h, w = cache.x_shape
+    assert cache.argmax is not None
+    planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+    positions = (cache.argmax + planes).ravel()
+    dx = np.bincount(positions, weights=dout.ravel().astype(np.float64), minlength=n * c * h * w)
+    return dx.astype(dout.dtype).reshape(n, c, h, w)

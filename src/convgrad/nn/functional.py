@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+import convgrad.kernels.pool as pool_f
 from convgrad import ops
 from convgrad.autograd import Tensor
 from convgrad.errors import ArgumentError, DtypeError, ShapeError
@@ -40,6 +41,12 @@ __all__ = [
     "nll_loss",
     "mse_loss",
     "flatten",
+    "batch_norm",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "leaky_relu",
+    "elu",
+    "gelu",
 ]
 
 
@@ -398,20 +405,31 @@ def _check_targets(target: np.ndarray, classes: int, ignore_index: int, owner: s
 
 
 def cross_entropy(
-    input: Tensor, target: Any, reduction: str = "mean", ignore_index: int = -100
+    input: Tensor,
+    target: Any,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Softmax cross entropy from logits, log-sum-exp stable. See: torch.nn.functional.cross_entropy
 
     loss_n = logsumexp(x_n) - x_n[target_n], reduced by 'mean' (over non-ignored examples),
-    'sum' or 'none'.
+    'sum' or 'none'. With label_smoothing eps the target is (1 - eps) one-hot + eps / C:
+    loss_n = (1 - eps) (logsumexp(x_n) - x_n[t_n]) + (eps / C) sum_c (logsumexp(x_n) - x_n[c]).
 
     Args:
         input: logits (N, C). target: (N,) int64 class indices.
+        label_smoothing: eps in [0, 1]. Default 0.0.
     """
     input = _as_tensor(input)
     target = _check_classification(input, target, reduction, "cross_entropy")
     _check_targets(target, input.shape[1], ignore_index, "cross_entropy")
-    return ops.CrossEntropy.apply(input, target, reduction, ignore_index)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ArgumentError(
+            f"cross_entropy: label_smoothing must be between 0.0 and 1.0, received "
+            f"label_smoothing={label_smoothing}"
+        )
+    return ops.CrossEntropy.apply(input, target, reduction, ignore_index, float(label_smoothing))
 
 
 def nll_loss(
@@ -440,3 +458,202 @@ def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
             f"must have the same shape"
         )
     return ops.MseLoss.apply(input, target, reduction)
+
+
+# ------------------------------------------------------------------------------- normalisation
+def _stat_array(value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    return value.data if isinstance(value, Tensor) else np.asarray(value)
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Any,
+    running_var: Any,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    _owner: str = "batch_norm",
+) -> Tensor:
+    """Batch normalisation over the channel axis 1. See: torch.nn.functional.batch_norm.
+
+    ``y = (x - mean_c) / sqrt(var_c + eps) * weight_c + bias_c``, with this batch's mean and
+    biased variance when training (the running statistics, when given, then move towards the
+    batch's mean and *unbiased* variance by ``momentum``, in place), else the running ones.
+
+    Args:
+        input: (N, C) or (N, C, *spatial).
+        running_mean, running_var: (C,) tensors or arrays (updated in place when training), or
+            None (then training must be True).
+        weight, bias: (C,) or None.
+        training: use batch statistics. Default False.
+        momentum: r <- (1 - momentum) r + momentum * batch_stat. Default 0.1.
+        eps: added to the variance. Default 1e-5.
+
+    Returns:
+        A tensor of input's shape.
+    """
+    input = _as_tensor(input)
+    if input.ndim < 2:
+        raise ShapeError(
+            f"{_owner}: expected an input (N, C, ...) with at least 2 dimensions, received "
+            f"shape {_shape_str(input.shape)}"
+        )
+    channels = input.shape[1]
+    mean_array, var_array = _stat_array(running_mean), _stat_array(running_var)
+    for name, value in (("running_mean", mean_array), ("running_var", var_array)):
+        if value is not None and value.shape != (channels,):
+            raise ShapeError(
+                f"{_owner}: expected {name} of shape ({channels},) for input "
+                f"{_shape_str(input.shape)}, received {_shape_str(value.shape)}"
+            )
+    if not training and (mean_array is None or var_array is None):
+        raise ArgumentError(
+            f"{_owner}: running_mean and running_var must be given in evaluation mode "
+            f"(training=False)"
+        )
+    params = []
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None:
+            value = _as_tensor(value)
+            if value.shape != (channels,):
+                raise ShapeError(
+                    f"{_owner}: expected {name} of shape ({channels},) for input "
+                    f"{_shape_str(input.shape)}, received {_shape_str(value.shape)}"
+                )
+        params.append(value)
+    if training and input.numel() // max(channels, 1) <= 1:
+        raise ShapeError(
+            f"{_owner}: expected more than 1 value per channel when training, received input "
+            f"shape {_shape_str(input.shape)}"
+        )
+    if input.dtype.kind != "f":
+        raise DtypeError(f"{_owner}: expected a floating point input, received {input.dtype}")
+    return ops.BatchNorm.apply(
+        input,
+        params[0],
+        params[1],
+        mean_array,
+        var_array,
+        bool(training),
+        float(momentum),
+        float(eps),
+    )
+
+
+# ------------------------------------------------------------------------------- adaptive pooling
+def _adaptive_sizes(output_size: Any, in_hw: tuple[int, int], owner: str) -> tuple[int, int]:
+    sizes = (output_size, output_size) if not isinstance(output_size, tuple | list) else output_size
+    if len(sizes) != 2:
+        raise ArgumentError(
+            f"{owner}: expected output_size as an int or a pair (H_out, W_out), received "
+            f"output_size={output_size!r}"
+        )
+    resolved = []
+    for size, full in zip(sizes, in_hw, strict=True):
+        if size is None:
+            resolved.append(int(full))
+        elif isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 0:
+            raise ArgumentError(
+                f"{owner}: expected non-negative output sizes or None, received "
+                f"output_size={output_size!r}"
+            )
+        else:
+            resolved.append(int(size))
+    return resolved[0], resolved[1]
+
+
+def _adaptive(function: type, input: Tensor, output_size: Any, owner: str) -> Tensor:
+    input = _as_tensor(input)
+    if input.ndim not in (3, 4):
+        raise ShapeError(
+            f"{owner}: expected a 4-D input (N, C, H, W) (or 3-D unbatched), received shape "
+            f"{_shape_str(input.shape)}"
+        )
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    if input.shape[2] == 0 or input.shape[3] == 0:
+        raise ShapeError(
+            f"{owner}: expected non-empty height and width, received shape "
+            f"{_shape_str(input.shape)}"
+        )
+    out_hw = _adaptive_sizes(output_size, tuple(input.shape[2:]), owner)
+    out = function.apply(input, out_hw)
+    return out.squeeze(0) if unbatched else out
+
+
+def adaptive_avg_pool2d(
+    input: Tensor, output_size: Any, *, _owner: str = "adaptive_avg_pool2d"
+) -> Tensor:
+    """Average over adaptive windows. See: torch.nn.functional.adaptive_avg_pool2d.
+
+    Output row i averages input rows floor(i*H/H_out) .. ceil((i+1)*H/H_out) - 1 (PyTorch's
+    windows, which overlap when H_out does not divide H); likewise for columns.
+
+    Args:
+        input: (N, C, H, W) or (C, H, W).
+        output_size: int, or (H_out, W_out) where None keeps that input size.
+
+    Returns:
+        (N, C, H_out, W_out). output_size=1 is global average pooling.
+    """
+    return _adaptive(ops.AdaptiveAvgPool2d, input, output_size, _owner)
+
+
+def adaptive_max_pool2d(
+    input: Tensor,
+    output_size: Any,
+    return_indices: bool = False,
+    *,
+    _owner: str = "adaptive_max_pool2d",
+) -> Any:
+    """Maximum over adaptive windows (as :func:`adaptive_avg_pool2d`'s). See:
+    torch.nn.functional.adaptive_max_pool2d.
+
+    Args:
+        input: (N, C, H, W) or (C, H, W).
+        output_size: as in :func:`adaptive_avg_pool2d`.
+        return_indices: also return, per output, the flat position h * W + w of its maximum in
+            its input plane (int64), as torch does. Default False.
+
+    Returns:
+        (N, C, H_out, W_out), or (output, indices); the gradient goes to the first maximum of
+        each window.
+    """
+    out = _adaptive(ops.AdaptiveMaxPool2d, input, output_size, _owner)
+    if not return_indices:
+        return out
+    planes = _as_tensor(input).data
+    batched = planes if planes.ndim == 4 else planes[None]
+    out_hw = tuple(out.shape[-2:])
+    _, cache = pool_f.adaptive_max_pool2d_forward(batched, out_hw, need_grad=True)
+    assert cache.argmax is not None
+    indices = cache.argmax.astype(np.int64).reshape(out.shape)
+    return out, Tensor._wrap(indices)
+
+
+# ------------------------------------------------------------------------------- activations
+def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """x if x > 0 else negative_slope * x. See: torch.nn.functional.leaky_relu."""
+    return ops.LeakyReLU.apply(_as_tensor(input), float(negative_slope))
+
+
+def elu(input: Tensor, alpha: float = 1.0) -> Tensor:
+    """x if x > 0 else alpha * (exp(x) - 1). See: torch.nn.functional.elu."""
+    return ops.ELU.apply(_as_tensor(input), float(alpha))
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    """x * Phi(x) (Phi the standard normal CDF), or its tanh approximation with
+    approximate='tanh': 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    See: torch.nn.functional.gelu."""
+    if approximate not in ("none", "tanh"):
+        raise ArgumentError(
+            f"gelu: approximate must be 'none' or 'tanh', received approximate={approximate!r}"
+        )
+    return ops.GELU.apply(_as_tensor(input), approximate)

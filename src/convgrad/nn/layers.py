@@ -99,6 +99,13 @@ class _ConvNd(Module):
     def _owner(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
+    def mult_adds(
+        self, input_shape: tuple[int, ...] | None, output_shape: tuple[int, ...] | None
+    ) -> int:
+        """C_in/groups * kH * kW multiply-adds per output element."""
+        per_output = (self.in_channels // self.groups) * int(np.prod(self.kernel_size))
+        return int(np.prod(output_shape)) * per_output if output_shape is not None else 0
+
 
 class Conv2d(_ConvNd):
     """2-D convolution layer. See: torch.nn.Conv2d.
@@ -175,7 +182,10 @@ class Linear(Module):
         self.in_features = _positive_int(in_features, "in_features", "Linear")
         self.out_features = _positive_int(out_features, "out_features", "Linear")
         self.weight = Parameter(np.zeros((self.out_features, self.in_features), dtype=dtype))
-        self.bias = Parameter(np.zeros(self.out_features, dtype=dtype)) if bias else None
+        if bias:
+            self.bias = Parameter(np.zeros(self.out_features, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -186,6 +196,12 @@ class Linear(Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}"
         )
+
+    def mult_adds(
+        self, input_shape: tuple[int, ...] | None, output_shape: tuple[int, ...] | None
+    ) -> int:
+        """in_features multiply-adds per output element."""
+        return int(np.prod(output_shape)) * self.in_features if output_shape is not None else 0
 
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.weight, self.bias, _owner=f"Linear({self.extra_repr()})")

@@ -1,8 +1,9 @@
 """``convgrad.summary(model, input_shape)``: per-layer output shapes, parameters and mult-adds.
 
-It runs one forward pass on zeros under ``no_grad`` with a hook on every leaf module. A parameter
-shared by several layers (or used by one layer several times) is counted once, where it first
-appears; mult-adds count every use, since shared weights still do their arithmetic each time.
+It runs one forward pass on zeros under ``no_grad`` with a forward hook on every leaf module
+(removed afterwards). A parameter shared by several layers (or used by one layer several times) is
+counted once, where it first appears; mult-adds count every use, since shared weights still do
+their arithmetic each time. Each layer counts its own mult-adds (:meth:`Module.mult_adds`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from typing import Any
 import numpy as np
 
 from convgrad.autograd import Tensor, no_grad
-from convgrad.nn import layers
-from convgrad.nn import module as module_lib
 from convgrad.nn.module import Module
 
 
@@ -74,17 +73,6 @@ class Summary:
         return "\n".join(lines)
 
 
-def _mult_adds(module: Module, inputs: tuple, output: Any) -> int:
-    """Multiply-accumulate count of one call, as torchinfo counts it."""
-    out_size = int(np.prod(output.shape)) if isinstance(output, Tensor) else 0
-    if isinstance(module, layers._ConvNd):
-        per_output = (module.in_channels // module.groups) * int(np.prod(module.kernel_size))
-        return out_size * per_output
-    if isinstance(module, layers.Linear):
-        return out_size * module.in_features
-    return 0
-
-
 def summary(
     model: Module,
     input_shape: tuple[int, ...] | list[int],
@@ -114,24 +102,27 @@ def summary(
                 counted.add(id(param))
                 new += param.numel()
         shape = tuple(output.shape) if isinstance(output, Tensor) else ()
+        first = inputs[0] if inputs else None
+        in_shape = tuple(first.shape) if isinstance(first, Tensor) else None
         result.rows.append(
             SummaryRow(
                 names.get(id(module), type(module).__name__),
                 type(module).__name__,
                 shape,
                 new,
-                _mult_adds(module, inputs, output),
+                module.mult_adds(in_shape, shape if isinstance(output, Tensor) else None),
             )
         )
 
     was_training = model.training
     model.eval()
-    module_lib._forward_hooks.append(hook)
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with no_grad():
             model(Tensor(np.zeros(tuple(input_shape), dtype=dtype)))
     finally:
-        module_lib._forward_hooks.remove(hook)
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
     # parameters never touched by a forward (unused layers) still belong to the model
     params = list(model.parameters())
