@@ -5,6 +5,7 @@ by hand, plus the course's theory as executable checks and an MNIST lab.
 """
 
 from convgrad import nn, optim
+from convgrad._version import __version__
 from convgrad.autograd import (
     Function,
     Tensor,
@@ -27,9 +28,9 @@ from convgrad.random import get_rng_state, manual_seed, set_rng_state
 
 float32 = "float32"
 float64 = "float64"
-__version__ = "0.1.1"
 
 __all__ = [
+    "__version__",
     "Function",
     "Tensor",
     "cat",

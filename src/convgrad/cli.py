@@ -17,7 +17,7 @@ _SUBCOMMAND_MODULES = ("convgrad.lab.cli", "convgrad.data.cli", "convgrad.theory
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subsystem's subcommands registered."""
-    from convgrad import __version__
+    from convgrad._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="convgrad",

@@ -384,7 +384,7 @@ def export(
         [value_info(output_name, out_value.shape, out_value.dtype)],
         initializer=graph.initializers,
     )
-    from convgrad import __version__
+    from convgrad._version import __version__
 
     proto = helper.make_model(
         onnx_graph, producer_name="convgrad", producer_version=__version__,

@@ -63,7 +63,7 @@ def save(
         InteropError: a value that is not an array or metadata that is not str -> str.
     """
     st_numpy = require("safetensors.numpy", FEATURE)
-    from convgrad import __version__
+    from convgrad._version import __version__
 
     path = Path(path)
     header = {"convgrad_version": __version__}

@@ -239,6 +239,12 @@ _CONVERTERS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "Softmax": (lambda m: tnn.Softmax(dim=m.dim), lambda t: nn.Softmax(dim=t.dim)),
     "LogSoftmax": (lambda m: tnn.LogSoftmax(dim=m.dim), lambda t: nn.LogSoftmax(dim=t.dim)),
     "Dropout": (lambda m: tnn.Dropout(m.p), lambda t: nn.Dropout(t.p)),
+    "CrossEntropyLoss": (
+        lambda m: tnn.CrossEntropyLoss(ignore_index=m.ignore_index, reduction=m.reduction,
+                                       label_smoothing=m.label_smoothing),
+        lambda t: nn.CrossEntropyLoss(ignore_index=t.ignore_index, reduction=t.reduction,
+                                      label_smoothing=t.label_smoothing),
+    ),
     "Flatten": (
         lambda m: tnn.Flatten(m.start_dim, m.end_dim),
         lambda t: nn.Flatten(t.start_dim, t.end_dim),

@@ -25,6 +25,7 @@ export RUN_DIR --format tensorboard`` writes the same files from a finished run'
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -224,10 +225,11 @@ def export_run(run_dir: str | Path, logdir: str | Path | None = None) -> Path:
     """
     from convgrad.lab.checkpoint import CheckpointError, load_checkpoint
     from convgrad.lab.metrics import MetricsLog
-    from convgrad.lab.runner import load_run_spec
+    from convgrad.lab.spec import validate_spec
 
     run_dir = Path(run_dir)
-    spec = load_run_spec(run_dir)
+    spec = validate_spec(json.loads((run_dir / "spec.json").read_text()),
+                         source=f"{run_dir}/spec.json")
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     with TensorBoardWriter(run_dir, spec, logdir=logdir) as writer:
         for record in records:

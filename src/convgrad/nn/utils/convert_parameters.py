@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from convgrad.autograd import Tensor
+from convgrad.autograd import Tensor, cat
 from convgrad.errors import ArgumentError, ArgumentTypeError, ShapeError
-from convgrad.ops import cat
 
 
 def parameters_to_vector(parameters: Iterable[Tensor]) -> Tensor:

@@ -1,0 +1,3 @@
+"""The package version, in one place (read by the CLI, exports and file metadata)."""
+
+__version__ = "0.1.1"
