@@ -1,11 +1,10 @@
 """``convgrad.nn``: modules, parameters, initialisation and the functional API."""
 
 from convgrad.nn import functional, init
+from convgrad.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from convgrad.nn.layers import (
     AvgPool1d,
     AvgPool2d,
-    Conv1d,
-    Conv2d,
     Dropout,
     Flatten,
     Identity,
@@ -26,6 +25,8 @@ __all__ = [
     "AvgPool2d",
     "Conv1d",
     "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
     "Dropout",
     "Flatten",
     "Identity",
