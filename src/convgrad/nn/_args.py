@@ -57,21 +57,36 @@ def normalize_tuple(value: Any, n: int, name: str, owner: str = "conv") -> tuple
     )
 
 
-def require_positive(values: tuple[int, ...], name: str, owner: str) -> None:
-    """Refuse zero or negative strides, dilations and kernel sizes."""
+def _as_received(values: tuple[int, ...], received: Any) -> Any:
+    """What the message quotes: the argument as the user passed it, if known."""
+    if received is not None:
+        return received
+    return values if len(values) > 1 else values[0]
+
+
+def require_positive(
+    values: tuple[int, ...], name: str, owner: str, received: Any = None
+) -> None:
+    """Refuse zero or negative strides, dilations and kernel sizes.
+
+    Args:
+        values: the normalised tuple. received: the argument as passed, quoted in the message.
+    """
     if any(v <= 0 for v in values):
         raise ArgumentError(
-            f"{owner}: expected a strictly positive {name}, received {name}="
-            f"{values if len(values) > 1 else values[0]}"
+            f"{owner}: expected a strictly positive {name}, received "
+            f"{name}={_as_received(values, received)}"
         )
 
 
-def require_non_negative(values: tuple[int, ...], name: str, owner: str) -> None:
-    """Refuse negative paddings and output paddings."""
+def require_non_negative(
+    values: tuple[int, ...], name: str, owner: str, received: Any = None
+) -> None:
+    """Refuse negative paddings and output paddings (arguments as in require_positive)."""
     if any(v < 0 for v in values):
         raise ArgumentError(
-            f"{owner}: expected a non-negative {name}, received {name}="
-            f"{values if len(values) > 1 else values[0]}"
+            f"{owner}: expected a non-negative {name}, received "
+            f"{name}={_as_received(values, received)}"
         )
 
 

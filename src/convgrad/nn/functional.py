@@ -232,11 +232,16 @@ def _conv_transpose(
     padding_t = normalize_tuple(padding, nd, "padding", owner)
     output_padding_t = normalize_tuple(output_padding, nd, "output_padding", owner)
     dilation_t = normalize_tuple(dilation, nd, "dilation", owner)
-    require_positive(stride_t, "stride", owner)
-    require_positive(dilation_t, "dilation", owner)
-    require_non_negative(padding_t, "padding", owner)
-    require_non_negative(output_padding_t, "output_padding", owner)
+    require_positive(stride_t, "stride", owner, stride)
+    require_positive(dilation_t, "dilation", owner, dilation)
+    require_non_negative(padding_t, "padding", owner, padding)
+    require_non_negative(output_padding_t, "output_padding", owner, output_padding)
     c_in, c_out_g = weight.shape[:2]
+    if min(weight.shape) < 1:
+        raise ShapeError(
+            f"{owner}: expected a non-empty weight (C_in, C_out/groups, "
+            f"{'K' if nd == 1 else 'kH, kW'}), received shape {_shape_str(weight.shape)}"
+        )
     if c_in % groups:
         raise ArgumentError(
             f"{owner}: the weight's first dimension C_in ({c_in}) must be divisible by groups "
@@ -270,13 +275,18 @@ def _conv_transpose(
         )
     kernel = tuple(weight.shape[2:])
     in_sizes = tuple(input.shape[2:])
+    if min(in_sizes) < 1:
+        raise ShapeError(
+            f"{owner}: expected an input with non-empty spatial dimensions, received shape "
+            f"{_shape_str(input.shape)}"
+        )
     out_sizes = tuple(
         conv_transpose_output_size(size, k, s, p, d, op)
         for size, k, s, p, d, op in zip(
             in_sizes, kernel, stride_t, padding_t, dilation_t, output_padding_t, strict=True
         )
     )
-    if min(in_sizes) < 1 or min(out_sizes) < 1:
+    if min(out_sizes) < 1:
         raise ShapeError(
             f"{owner}: calculated output size {out_sizes} from input size {in_sizes} is too "
             f"small (H_out = (H_in - 1)*stride - 2*padding + dilation*(K - 1) + output_padding "
