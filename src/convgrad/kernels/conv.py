@@ -391,8 +391,8 @@ def conv2d_forward(
     """
     n = x.shape[0]
     geometry = ConvGeometry(
-        (x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]), tuple(stride), tuple(pads),
-        tuple(dilation), groups, tuple(out_hw),
+        (x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]), stride, pads, dilation,
+        groups, out_hw,
     )
     xp = pad_nhwc(nchw_to_nhwc(x), pads)
     out = _correlate_nhwc(xp, weight, geometry, bias)
@@ -483,8 +483,8 @@ def conv_transpose2d_backward(
         dw[c, o, i, j] = sum_{n, y, v} x[n, c, y, v] * dout_pad[n, o, y*s + i*d, v*s + j*d]
         db[o] = sum_{n, y, v} dout[n, o, y, v]
 
-    (with groups, c and o run over the channels of one group). Both read the same patches of
-    the padded dout.
+    (with groups, c and o run over the channels of one group). Both are products with the patch
+    matrix of the padded dout: dx = cols @ W_mat, dW_mat = cols^T @ x_mat.
 
     Args:
         dout: (N, C_out, H_out, W_out).

@@ -303,9 +303,12 @@ def _conv_transpose(
         w4 = weight.reshape(c_in, c_out_g, 1, kernel[0])
         out = ops.ConvTranspose2d.apply(x4, w4, bias, geometry).reshape(n, c_out, out_sizes[0])
     else:
+        (h_out, w_out), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            out_sizes, kernel, stride_t, padding_t, dilation_t
+        )
         geometry = ConvGeometry(
-            out_sizes, kernel, stride_t, tuple((p, p) for p in padding_t), dilation_t, groups,
-            in_sizes,
+            (h_out, w_out), (kh, kw), (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), groups,
+            (in_sizes[0], in_sizes[1]),
         )
         out = ops.ConvTranspose2d.apply(input, weight, bias, geometry)
     return out.squeeze(0) if unbatched else out
