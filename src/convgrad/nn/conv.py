@@ -225,6 +225,8 @@ class _ConvTransposeNd(_ConvBase):
         if input.ndim not in (nd + 1, nd + 2):
             return self.output_padding  # the functional op refuses the input, naming its shape
         non_spatial = input.ndim - nd
+        if isinstance(output_size, np.ndarray):
+            output_size = output_size.tolist()
         sizes = tuple(output_size) if isinstance(output_size, Sequence) else (output_size,)
         if len(sizes) == non_spatial + nd:
             sizes = sizes[non_spatial:]
@@ -278,7 +280,7 @@ class ConvTranspose2d(_ConvTransposeNd):
         bias: (C_out,), same bound.
 
     Example:
-        >>> up = ConvTranspose2d(32, 16, 4, stride=2, padding=1)  # 14x14 -> 28x28
+        >>> up = cg.nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1)  # 14x14 -> 28x28
         >>> up(cg.zeros(8, 32, 14, 14)).shape
         (8, 16, 28, 28)
     """
