@@ -18,6 +18,7 @@ from convgrad.kernels.conv_arith import ConvGeometry, conv_transpose_output_size
 from convgrad.nn._args import (
     checked_output_sizes,
     normalize_tuple,
+    positive_int,
     require_non_negative,
     require_positive,
     resolve_padding,
@@ -223,11 +224,7 @@ def _conv_transpose(
     unbatched = input.ndim == nd + 1
     if unbatched:
         input = input.unsqueeze(0)
-    if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or groups <= 0:
-        raise ArgumentError(
-            f"{owner}: expected a strictly positive groups, received groups={groups}"
-        )
-    groups = int(groups)
+    groups = positive_int(groups, "groups", owner)
     stride_t = normalize_tuple(stride, nd, "stride", owner)
     padding_t = normalize_tuple(padding, nd, "padding", owner)
     output_padding_t = normalize_tuple(output_padding, nd, "output_padding", owner)
