@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 
 import convgrad as cg
 import convgrad.nn.functional as F
-from convgrad.kernels.conv_arith import col2im, conv_output_size, im2col, same_padding
+from convgrad.kernels.conv_arith import (
+    col2im,
+    conv_output_size,
+    conv_transpose_output_size,
+    im2col,
+    same_padding,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -24,6 +30,24 @@ def test_conv_output_size_formula_is_what_conv1d_returns(size, k, s, p, d):
         == (size + 2 * p - d * (k - 1) - 1) // s + 1
         == conv_output_size(size, k, s, p, d)
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 12), st.integers(1, 5), st.integers(1, 4), st.integers(0, 3), st.integers(1, 3),
+    st.integers(0, 3),
+)
+def test_transposed_output_size_is_what_conv_transpose1d_returns_and_conv_maps_it_back(
+    size, k, s, p, d, op
+):
+    op = op % max(s, d)  # torch's rule: output_padding < max(stride, dilation)
+    out = conv_transpose_output_size(size, k, s, p, d, op)
+    if out < 1:
+        return
+    y = F.conv_transpose1d(cg.zeros(1, 1, size), cg.zeros(1, 1, k), None, s, p, op, 1, d)
+    assert y.shape[-1] == out == (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+    if op < s:  # every output_padding below the stride names a size the conv maps back
+        assert conv_output_size(out, k, s, p, d) == size
 
 
 def test_valid_convolution_has_length_n_minus_k_plus_one():

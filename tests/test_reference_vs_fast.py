@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import convgrad as cg
 import convgrad.nn.functional as F
 from convgrad.kernels import conv as conv_f
-from convgrad.kernels.conv_arith import resolve_padding
+from convgrad.nn._args import resolve_padding
 from convgrad.reference import conv2d_naive, pool2d_naive
 
 

@@ -21,6 +21,7 @@ from convgrad.kernels import linear as linear_f
 from convgrad.kernels import loss as loss_f
 from convgrad.kernels import norm as norm_f
 from convgrad.kernels import pool as pool_f
+from convgrad.kernels.conv_arith import ConvGeometry
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -449,6 +450,23 @@ class Conv2d(Function):
     def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dx, dw, db = conv_f.conv2d_backward(grad_output, ctx.cache, need_x, need_w)
+        return dx, dw, (db if ctx.needs_input_grad[2] else None)
+
+
+class ConvTranspose2d(Function):
+    """2-D transposed convolution: its forward is Conv2d's input gradient, its input gradient a
+    Conv2d forward, its weight gradient Conv2d's with input and output swapped; see
+    convgrad.kernels.conv. ``geometry`` is that of the convolution it transposes."""
+
+    @staticmethod
+    def forward(ctx: Context, x, weight, bias, geometry: ConvGeometry):
+        out, ctx.cache = conv_f.conv_transpose2d_forward(x, weight, bias, geometry)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: np.ndarray) -> tuple:
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dx, dw, db = conv_f.conv_transpose2d_backward(grad_output, ctx.cache, need_x, need_w)
         return dx, dw, (db if ctx.needs_input_grad[2] else None)
 
 

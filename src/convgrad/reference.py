@@ -59,6 +59,55 @@ def conv2d_naive(
     return out
 
 
+def conv_transpose2d_naive(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    output_padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> np.ndarray:
+    """Each input pixel scatters its value times the kernel onto the output, then the border of
+    width p is cut off::
+
+        full[n, g*Og + o, y*s + i*d, v*s + j*d] += x[n, g*Cg + c, y, v] * w[g*Cg + c, o, i, j]
+        out = full[:, :, p_h : p_h + H_out, p_w : p_w + W_out] + b
+
+    Args:
+        x: (N, C_in, H, W). w: (C_in, C_out/G, kH, kW). b: (C_out,) or None.
+        padding, output_padding: (p_h, p_w), (op_h, op_w).
+
+    Returns:
+        (N, C_out, H_out, W_out), H_out = (H - 1)s - 2p + d(kH - 1) + op + 1.
+    """
+    n, c_in, h, wid = x.shape
+    _, o_per_group, kh, kw = w.shape
+    c_per_group = c_in // groups
+    ho = (h - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    wo = (wid - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    full = np.zeros(
+        (n, o_per_group * groups, ho + 2 * padding[0], wo + 2 * padding[1]), dtype=x.dtype
+    )
+    for batch in range(n):
+        for c in range(c_in):
+            g = c // c_per_group
+            for y in range(h):
+                for v in range(wid):
+                    for o in range(o_per_group):
+                        for i in range(kh):
+                            for j in range(kw):
+                                full[
+                                    batch,
+                                    g * o_per_group + o,
+                                    y * stride[0] + i * dilation[0],
+                                    v * stride[1] + j * dilation[1],
+                                ] += x[batch, c, y, v] * w[c, o, i, j]
+    out = full[:, :, padding[0] : padding[0] + ho, padding[1] : padding[1] + wo]
+    return out if b is None else out + b[None, :, None, None]
+
+
 def pool2d_naive(
     x: np.ndarray,
     kernel: tuple[int, int],

@@ -39,7 +39,7 @@ from convgrad import nn
 from convgrad.autograd import Tensor
 from convgrad.files import atomic_write
 from convgrad.interop.common import InteropError, require
-from convgrad.kernels.conv_arith import resolve_padding
+from convgrad.nn._args import resolve_padding
 
 onnx = require("onnx", "convgrad.interop.onnx")
 helper = onnx.helper

@@ -10,6 +10,12 @@ and one single-threaded BLAS call per slice, never a Python loop over pixels. Th
 cache blocks, sized in bytes: 13 images for the first Deep MNIST layer (78 KB of patches per
 image), one image for the second (627 KB per image), each still a whole image's matrix product.
 conv1d is conv2d with a height-1 image.
+
+Every kernel here is told a :class:`~convgrad.kernels.conv_arith.ConvGeometry` (sizes, stride,
+padding, dilation, groups), never another op's cache, so each serves twice: the convolution's
+input gradient is the transposed convolution's forward, the convolution's forward is the
+transposed convolution's input gradient, and the weight gradient serves both with the roles of
+input and output swapped.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 
 from convgrad import parallel
 from convgrad.kernels.conv_arith import (
+    ConvGeometry,
     Pads,
     col2im,
     nchw_to_nhwc,
@@ -55,12 +62,16 @@ class ConvCache(NamedTuple):
 
     xp: np.ndarray  # padded channels-last input (N, H_p, W_p, C_in); patches are rebuilt from it
     weight: np.ndarray  # (C_out, C_in/groups, kH, kW)
-    x_shape: tuple[int, int, int, int]  # (N, C_in, H, W)
-    pads: Pads
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-    out_hw: tuple[int, int]
+    geometry: ConvGeometry
+    has_bias: bool
+
+
+class ConvTransposeCache(NamedTuple):
+    """What conv_transpose2d_backward needs from the forward pass."""
+
+    x: np.ndarray  # the input, channels-last and C-contiguous (N, H, W, C_in)
+    weight: np.ndarray  # (C_in, C_out/groups, kH, kW)
+    geometry: ConvGeometry  # of the convolution this one transposes
     has_bias: bool
 
 
@@ -83,28 +94,22 @@ class _Patches:
     the matrix is built column-major, whose copy walks image rows; BLAS takes either order.
     """
 
-    def __init__(
-        self,
-        xp: np.ndarray,
-        kernel: tuple[int, int],
-        stride: tuple[int, int],
-        dilation: tuple[int, int],
-        groups: int,
-        out_hw: tuple[int, int],
-    ) -> None:
+    def __init__(self, xp: np.ndarray, geometry: ConvGeometry) -> None:
         n, c_in = xp.shape[0], xp.shape[3]
-        ho, wo = out_hw
+        kernel, stride, groups = geometry.kernel, geometry.stride, geometry.groups
+        ho, wo = geometry.out_hw
         self.rows_per_image = ho * wo
         self.groups = groups
-        image_bytes = _patch_bytes(xp, kernel, out_hw)
+        image_bytes = _patch_bytes(c_in, xp.itemsize, geometry)
         self.parts = batch_slices(n, image_bytes)  # the slices, in images
         self.nbytes = n * image_bytes  # the whole batch's patch matrix
         images = max((part.stop - part.start for part in self.parts), default=0)
         self._buffer_size = images * image_bytes // xp.itemsize
         self._buffers = threading.local()  # one reused buffer per thread
         self._dtype = xp.dtype
-        view = patch_view(xp, kernel, stride, dilation, out_hw)  # (N, Ho, Wo, kH, kW, C)
-        channel_run = kernel[1] * c_in if dilation[1] == 1 else c_in
+        # (N, Ho, Wo, kH, kW, C)
+        view = patch_view(xp, kernel, stride, geometry.dilation, geometry.out_hw)
+        channel_run = kernel[1] * c_in if geometry.dilation[1] == 1 else c_in
         row_run = wo if stride[1] == 1 else 1
         self.column_major = groups == 1 and row_run > channel_run
         if groups > 1:  # (G, N, Ho, Wo, kH, kW, C/G)
@@ -136,34 +141,36 @@ class _Patches:
         return target.reshape(-1, m).T if self.column_major else target.reshape(m, -1)
 
 
-def _patch_bytes(xp: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> int:
-    """Bytes of one image's rows of the patch matrix."""
-    return out_hw[0] * out_hw[1] * kernel[0] * kernel[1] * xp.shape[3] * xp.itemsize
+def _patch_bytes(channels: int, itemsize: int, geometry: ConvGeometry) -> int:
+    """Bytes of one image's rows of the patch matrix of a channels-deep input."""
+    (ho, wo), (kh, kw) = geometry.out_hw, geometry.kernel
+    return ho * wo * kh * kw * channels * itemsize
 
 
 def _correlate_nhwc(
     xp: np.ndarray,
     weight: np.ndarray,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-    out_hw: tuple[int, int],
+    geometry: ConvGeometry,
     bias: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Cross-correlate a padded NHWC input with an NCHW-ordered weight.
+    """Cross-correlate a padded NHWC input with an NCHW-ordered weight: the convolution's
+    forward, and the transposed convolution's input gradient.
 
     Args:
-        xp: (N, H_p, W_p, C_in), C-contiguous.
+        xp: (N, H_p, W_p, C_in), C-contiguous, already padded by geometry.pads.
         weight: (C_out, C_in/G, kH, kW).
+        geometry: the convolution's; only the first out_hw rows and columns are computed.
         bias: (C_out,) or None, added to each slice while it is in the cache.
 
     Returns:
         (N*H_out*W_out, C_out): row (n, y, x) = patch(n, y, x) @ W_mat (+ bias).
     """
-    c_out, _, kh, kw = weight.shape
+    c_out = weight.shape[0]
+    groups = geometry.groups
     wmat = _weight_matrix(weight, groups)
-    out = np.empty((xp.shape[0] * out_hw[0] * out_hw[1], c_out), dtype=np.result_type(xp, weight))
-    patches = _Patches(xp, (kh, kw), stride, dilation, groups, out_hw)
+    ho, wo = geometry.out_hw
+    out = np.empty((xp.shape[0] * ho * wo, c_out), dtype=np.result_type(xp, weight))
+    patches = _Patches(xp, geometry)
 
     def correlate(part: slice) -> None:
         rows = patches.rows(part)
@@ -180,6 +187,181 @@ def _correlate_nhwc(
     return out
 
 
+def _weight_grad(
+    xp: np.ndarray,
+    dout_mat: np.ndarray,
+    weight_shape: tuple[int, ...],
+    geometry: ConvGeometry,
+) -> np.ndarray:
+    """The convolution's weight gradient, dW_mat = sum over slices of patches^T @ dout_mat.
+
+    Args:
+        xp: the convolution's padded input (N, H_p, W_p, C_in), C-contiguous.
+        dout_mat: the gradient of its output, (N*H_out*W_out, C_out), C-contiguous.
+        weight_shape: (C_out, C_in/G, kH, kW).
+
+    Returns:
+        dw (C_out, C_in/G, kH, kW).
+    """
+    c_out, c_in_g, kh, kw = weight_shape
+    groups = geometry.groups
+    patches = _Patches(xp, geometry)
+    # dW is summed over slices: in blocks of consecutive slices (at most DW_BLOCKS, fixed
+    # by the batch, not by the thread count), each block's sum computed on one thread,
+    # then the block sums added in order: an order of summation the threads cannot change.
+    blocks = parallel.split(len(patches.parts), DW_BLOCKS)
+    partial: list[np.ndarray | None] = [None] * len(blocks)
+
+    def term(part: slice) -> np.ndarray:
+        rows = patches.rows(part)
+        cols = patches(part)
+        if groups == 1:
+            return (cols.T @ dout_mat[rows])[None]  # (1, kH*kW*C, C_out)
+        dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
+        return np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
+
+    def block_sum(k: int) -> None:
+        total = None  # stays None for the one empty block of an empty batch
+        for part in patches.parts[blocks[k]]:
+            if total is None:
+                total = term(part)
+            else:
+                total += term(part)
+        partial[k] = total
+
+    parallel_for(range(len(blocks)), block_sum, patches.nbytes, blas=True)
+    dtype = np.result_type(xp, dout_mat)
+    dw_mat = np.zeros((groups, kh * kw * c_in_g, c_out // groups), dtype=dtype)
+    for block in partial:  # empty for an empty batch: dW = 0
+        if block is not None:
+            dw_mat += block
+    dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
+    return np.ascontiguousarray(dw.reshape(c_out, c_in_g, kh, kw))
+
+
+def _input_grad(
+    dout_nhwc: np.ndarray,
+    weight: np.ndarray,
+    geometry: ConvGeometry,
+    bias: np.ndarray | None = None,
+) -> np.ndarray:
+    """The convolution's input gradient, and so the transposed convolution's forward.
+
+    Two exact routes. The full correlation (one patch copy, one BLAS call per slice, no
+    scatter) is the faster where it does no extra work; with stride s its dilated dout is
+    mostly zeros and costs about s_h*s_w times the FLOPs of the adjoint route, which
+    multiplies dout by W^T and scatter-adds the patch gradients back (col2im).
+
+    Args:
+        dout_nhwc: (N, H_out, W_out, C_out), C-contiguous.
+        weight: (C_out, C_in/G, kH, kW).
+        geometry: the convolution's.
+        bias: (C_in,) or None, added to every pixel of the result (the transposed
+            convolution's bias).
+
+    Returns:
+        dx (N, C_in, H, W), an NCHW view of channels-last memory.
+    """
+    h, wid = geometry.in_hw
+    ho, wo = geometry.out_hw
+    if h * wid <= 2 * ho * wo:
+        return _input_grad_full(dout_nhwc, weight, geometry, bias)
+    return _input_grad_col2im(dout_nhwc, weight, geometry, bias)
+
+
+def _input_grad_col2im(
+    dout_nhwc: np.ndarray,
+    weight: np.ndarray,
+    geometry: ConvGeometry,
+    bias: np.ndarray | None = None,
+) -> np.ndarray:
+    """dx by the adjoint of im2col: dcols = dout_mat W^T (one BLAS call), then col2im.
+
+    dcols[(n, y, x), (i, j, c)] = sum_o dout[n, o, y, x] w[o, c, i, j] is the gradient of each
+    patch entry; col2im adds every patch entry back to the pixel it was copied from.
+    """
+    n, ho, wo, c_out = dout_nhwc.shape
+    _, c_in_g, kh, kw = weight.shape
+    groups = geometry.groups
+    c_in = c_in_g * groups
+    h, wid = geometry.in_hw
+    (top, _), (left, _) = geometry.pads
+    dout_mat = dout_nhwc.reshape(-1, c_out)
+    rows_per_image = ho * wo
+    wmat = _weight_matrix(weight, groups)  # (G, kH*kW*Cg, C_out/G)
+    dtype = np.result_type(dout_nhwc, weight)
+    dxp = np.empty((n, *geometry.padded_hw, c_in), dtype=dtype)
+    image_bytes = _patch_bytes(c_in, dtype.itemsize, geometry)
+
+    def scatter(part: slice) -> None:
+        d = dout_mat[part.start * rows_per_image : part.stop * rows_per_image]
+        if groups == 1:
+            dcols = d @ wmat[0].T  # (M, kH*kW*C)
+        else:
+            d_g = d.reshape(-1, groups, c_out // groups).transpose(1, 0, 2)  # (G, M, C_out/G)
+            dcols = np.matmul(d_g, wmat.transpose(0, 2, 1))  # (G, M, kH*kW*Cg)
+            dcols = dcols.reshape(groups, -1, kh, kw, c_in_g).transpose(1, 2, 3, 0, 4)
+            dcols = dcols.reshape(-1, kh * kw * c_in)
+        target = dxp[part]
+        col2im(dcols, target.shape, geometry.kernel, geometry.stride, geometry.dilation,
+               geometry.out_hw, out=target)
+        if bias is not None:
+            target[:, top : top + h, left : left + wid, :] += bias
+
+    parallel_for(batch_slices(n, image_bytes), scatter, n * image_bytes, blas=True)
+    return nhwc_to_nchw(dxp[:, top : top + h, left : left + wid, :])
+
+
+def _input_grad_full(
+    dout_nhwc: np.ndarray,
+    weight: np.ndarray,
+    geometry: ConvGeometry,
+    bias: np.ndarray | None = None,
+) -> np.ndarray:
+    """dx as the full correlation of the stride-dilated dout with the flipped, transposed kernel."""
+    n, ho, wo, c_out = dout_nhwc.shape
+    _, c_in_g, kh, kw = weight.shape
+    groups = geometry.groups
+    c_in = c_in_g * groups
+    h, wid = geometry.in_hw
+    (top, _), (left, _) = geometry.pads
+    sh, sw = geometry.stride
+    dh, dw_ = geometry.dilation
+    # D has the size that makes a valid correlation with the dilated kernel return (H, W).
+    big_h, big_w = h + dh * (kh - 1), wid + dw_ * (kw - 1)
+    d = np.zeros((n, big_h, big_w, c_out), dtype=dout_nhwc.dtype)
+    # dout[y] sits at padded-input row y*s; shifted into D's frame: row (K-1)d - top + y*s.
+    off_h, off_w = dh * (kh - 1) - top, dw_ * (kw - 1) - left
+    ys = _valid_range(off_h, sh, ho, big_h)
+    xs = _valid_range(off_w, sw, wo, big_w)
+    if ys is not None and xs is not None:
+        (y0, y1), (x0, x1) = ys, xs
+        d[
+            :,
+            off_h + y0 * sh : off_h + (y1 - 1) * sh + 1 : sh,
+            off_w + x0 * sw : off_w + (x1 - 1) * sw + 1 : sw,
+            :,
+        ] = dout_nhwc[:, y0:y1, x0:x1, :]
+    # flip(w)^T: (C_in, C_out/G, kH, kW) with groups, w_t[g*Cg + c, o] = w[g*Og + o, c, ::-1, ::-1]
+    og = c_out // groups
+    w_t = weight[:, :, ::-1, ::-1].reshape(groups, og, c_in_g, kh, kw).transpose(0, 2, 1, 3, 4)
+    w_t = w_t.reshape(c_in, og, kh, kw)
+    full = ConvGeometry((big_h, big_w), (kh, kw), (1, 1), ((0, 0), (0, 0)), (dh, dw_), groups,
+                        (h, wid))
+    out = _correlate_nhwc(d, w_t, full, bias)
+    return nhwc_to_nchw(out.reshape(n, h, wid, c_in))
+
+
+def _valid_range(offset: int, stride: int, count: int, size: int) -> tuple[int, int] | None:
+    """The range [a, b) of indices y < count with 0 <= offset + y*stride < size."""
+    a = max(0, -(offset // stride))  # smallest y with offset + y*stride >= 0
+    if size - 1 - offset < 0:
+        return None
+    b = min(count, (size - 1 - offset) // stride + 1)
+    return (a, b) if a < b else None
+
+
+# ------------------------------------------------------------------------------ convolution
 def conv2d_forward(
     x: np.ndarray,
     weight: np.ndarray,
@@ -200,7 +382,7 @@ def conv2d_forward(
         weight: (C_out, C_in/groups, kH, kW).
         bias: (C_out,) or None.
         stride, dilation: (s_h, s_w), (d_h, d_w).
-        pads: ((top, bottom), (left, right)), already resolved (see conv_arith.resolve_padding).
+        pads: ((top, bottom), (left, right)), already resolved (by convgrad.nn).
         groups: G, divides C_in and C_out.
         out_hw: (H_out, W_out) from conv_arith.output_sizes.
 
@@ -208,13 +390,16 @@ def conv2d_forward(
         out (N, C_out, H_out, W_out) (an NCHW view of channels-last memory) and the cache.
     """
     n = x.shape[0]
+    geometry = ConvGeometry(
+        (x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]), stride, pads, dilation,
+        groups, out_hw,
+    )
     xp = pad_nhwc(nchw_to_nhwc(x), pads)
-    out = _correlate_nhwc(xp, weight, stride, dilation, groups, out_hw, bias)
+    out = _correlate_nhwc(xp, weight, geometry, bias)
     out = nhwc_to_nchw(out.reshape(n, out_hw[0], out_hw[1], weight.shape[0]))
     # The patch matrix is kH*kW times larger than the input: keep the padded input and rebuild
     # the patches in backward (one extra strided copy) rather than hold them between passes.
-    cache = ConvCache(xp, weight, x.shape, pads, stride, dilation, groups, out_hw, bias is not None)
-    return out, cache
+    return out, ConvCache(xp, weight, geometry, bias is not None)
 
 
 def conv2d_backward(
@@ -243,132 +428,81 @@ def conv2d_backward(
     Returns:
         dx (N, C_in, H, W) or None, dw (C_out, C_in/G, kH, kW) or None, db (C_out,) or None.
     """
-    w = cache.weight
-    n, c_in, h, wid = cache.x_shape
-    c_out, c_in_g, kh, kw = w.shape
-    groups = cache.groups
-    ho, wo = cache.out_hw
-    m = n * ho * wo
-    dout_nhwc = nchw_to_nhwc(dout)
-    dout_mat = np.ascontiguousarray(dout_nhwc).reshape(m, c_out)
-
+    n, c_out = dout.shape[:2]
+    dout_nhwc = np.ascontiguousarray(nchw_to_nhwc(dout))
+    dout_mat = dout_nhwc.reshape(-1, c_out)
     db = dout_mat.sum(axis=0) if cache.has_bias else None
-    dw = None
-    if need_dw:
-        patches = _Patches(cache.xp, (kh, kw), cache.stride, cache.dilation, groups, cache.out_hw)
-        # dW is summed over slices: in blocks of consecutive slices (at most DW_BLOCKS, fixed
-        # by the batch, not by the thread count), each block's sum computed on one thread,
-        # then the block sums added in order: an order of summation the threads cannot change.
-        blocks = parallel.split(len(patches.parts), DW_BLOCKS)
-        partial: list[np.ndarray | None] = [None] * len(blocks)
-
-        def term(part: slice) -> np.ndarray:
-            rows = patches.rows(part)
-            cols = patches(part)
-            if groups == 1:
-                return (cols.T @ dout_mat[rows])[None]  # (1, kH*kW*C, C_out)
-            dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
-            return np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
-
-        def block_sum(k: int) -> None:
-            total = None  # stays None for the one empty block of an empty batch
-            for part in patches.parts[blocks[k]]:
-                if total is None:
-                    total = term(part)
-                else:
-                    total += term(part)
-            partial[k] = total
-
-        parallel_for(range(len(blocks)), block_sum, patches.nbytes, blas=True)
-        dw_mat = np.zeros((groups, kh * kw * c_in_g, c_out // groups), dtype=dout_mat.dtype)
-        for block in partial:  # empty for an empty batch: dW = 0
-            if block is not None:
-                dw_mat += block
-        dw = dw_mat.reshape(groups, kh, kw, c_in_g, c_out // groups).transpose(0, 4, 3, 1, 2)
-        dw = np.ascontiguousarray(dw.reshape(c_out, c_in_g, kh, kw))
-
-    dx = None
-    if need_dx:
-        # Two exact routes. The full correlation (one patch copy, one BLAS call per slice, no
-        # scatter) is the faster where it does no extra work; with stride s its dilated dout is
-        # mostly zeros and costs about s_h*s_w times the FLOPs of the adjoint route, which
-        # multiplies dout by W^T and scatter-adds the patch gradients back (col2im).
-        if h * wid <= 2 * ho * wo:
-            dx = _input_grad(dout_nhwc, cache)
-        else:
-            dx = _input_grad_col2im(dout_mat, cache)
+    dw = _weight_grad(cache.xp, dout_mat, cache.weight.shape, cache.geometry) if need_dw else None
+    dx = _input_grad(dout_nhwc, cache.weight, cache.geometry) if need_dx else None
     return dx, dw, db
 
 
-def _input_grad_col2im(dout_mat: np.ndarray, cache: ConvCache) -> np.ndarray:
-    """dx by the adjoint of im2col: dcols = dout_mat W^T (one BLAS call), then col2im.
+# ------------------------------------------------------------------- transposed convolution
+def conv_transpose2d_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    geometry: ConvGeometry,
+) -> tuple[np.ndarray, ConvTransposeCache]:
+    """2-D transposed convolution: the input gradient of the convolution described by geometry.
 
-    dcols[(n, y, x), (i, j, c)] = sum_o dout[n, o, y, x] w[o, c, i, j] is the gradient of each
-    patch entry; col2im adds every patch entry back to the pixel it was copied from.
+    With conv(u, w) that convolution, conv_transpose(x, w) is the x with
+    <conv(u, w), x> = <u, conv_transpose(x, w)> for every u: each input pixel scatters
+    weight[c, :, :, :] times its value onto a kH x kW window of the output, windows s apart::
+
+        out[n, g*Og + o, y*s_h + i*d_h - top, v*s_w + j*d_w - left]
+            += x[n, g*Cg + c, y, v] * w[g*Cg + c, o, i, j]     (then + b[o] everywhere)
+
+    Args:
+        x: (N, C_in, H_in, W_in), the convolution's output size (geometry.out_hw).
+        weight: (C_in, C_out/groups, kH, kW): exactly a Conv2d(C_out, C_in) weight.
+        bias: (C_out,) or None.
+        geometry: of the convolution it transposes: in_hw = (H_out, W_out) of this op, pads =
+            ((p_h, p_h), (p_w, p_w)), out_hw = (H_in, W_in).
+
+    Returns:
+        out (N, C_out, H_out, W_out), H_out = (H_in - 1)s - 2p + d(kH - 1) + output_padding + 1,
+        an NCHW view of channels-last memory; and the cache.
     """
-    n, c_in, h, wid = cache.x_shape
-    kh, kw = cache.weight.shape[2:]
-    groups = cache.groups
-    c_out = dout_mat.shape[1]
-    rows_per_image = cache.out_hw[0] * cache.out_hw[1]
-    wmat = _weight_matrix(cache.weight, groups)  # (G, kH*kW*Cg, C_out/G)
-    dxp = np.empty(cache.xp.shape, dtype=dout_mat.dtype)
-    image_bytes = _patch_bytes(cache.xp, (kh, kw), cache.out_hw)
-
-    def scatter(part: slice) -> None:
-        d = dout_mat[part.start * rows_per_image : part.stop * rows_per_image]
-        if groups == 1:
-            dcols = d @ wmat[0].T  # (M, kH*kW*C)
-        else:
-            d_g = d.reshape(-1, groups, c_out // groups).transpose(1, 0, 2)  # (G, M, C_out/G)
-            dcols = np.matmul(d_g, wmat.transpose(0, 2, 1))  # (G, M, kH*kW*Cg)
-            dcols = dcols.reshape(groups, -1, kh, kw, c_in // groups).transpose(1, 2, 3, 0, 4)
-            dcols = dcols.reshape(-1, kh * kw * c_in)
-        shape = (part.stop - part.start, *cache.xp.shape[1:])
-        dxp[part] = col2im(dcols, shape, (kh, kw), cache.stride, cache.dilation, cache.out_hw)
-
-    parallel_for(batch_slices(n, image_bytes), scatter, n * image_bytes, blas=True)
-    (top, _), (left, _) = cache.pads
-    return nhwc_to_nchw(dxp[:, top : top + h, left : left + wid, :])
+    x_nhwc = np.ascontiguousarray(nchw_to_nhwc(x))
+    out = _input_grad(x_nhwc, weight, geometry, bias)
+    return out, ConvTransposeCache(x_nhwc, weight, geometry, bias is not None)
 
 
-def _input_grad(dout_nhwc: np.ndarray, cache: ConvCache) -> np.ndarray:
-    """dx as the full correlation of the stride-dilated dout with the flipped, transposed kernel."""
-    w = cache.weight
-    n, c_in, h, wid = cache.x_shape
-    c_out, c_in_g, kh, kw = w.shape
-    groups = cache.groups
-    (top, _), (left, _) = cache.pads
-    sh, sw = cache.stride
-    dh, dw_ = cache.dilation
-    ho, wo = cache.out_hw
-    # D has the size that makes a valid correlation with the dilated kernel return (H, W).
-    big_h, big_w = h + dh * (kh - 1), wid + dw_ * (kw - 1)
-    d = np.zeros((n, big_h, big_w, c_out), dtype=dout_nhwc.dtype)
-    # dout[y] sits at padded-input row y*s; shifted into D's frame: row (K-1)d - top + y*s.
-    off_h, off_w = dh * (kh - 1) - top, dw_ * (kw - 1) - left
-    ys = _valid_range(off_h, sh, ho, big_h)
-    xs = _valid_range(off_w, sw, wo, big_w)
-    if ys is not None and xs is not None:
-        (y0, y1), (x0, x1) = ys, xs
-        d[
-            :,
-            off_h + y0 * sh : off_h + (y1 - 1) * sh + 1 : sh,
-            off_w + x0 * sw : off_w + (x1 - 1) * sw + 1 : sw,
-            :,
-        ] = dout_nhwc[:, y0:y1, x0:x1, :]
-    # flip(w)^T: (C_in, C_out/G, kH, kW) with groups, w_t[g*Cg + c, o] = w[g*Og + o, c, ::-1, ::-1]
-    og = c_out // groups
-    w_t = w[:, :, ::-1, ::-1].reshape(groups, og, c_in_g, kh, kw).transpose(0, 2, 1, 3, 4)
-    w_t = w_t.reshape(c_in, og, kh, kw)
-    out = _correlate_nhwc(d, w_t, (1, 1), (dh, dw_), groups, (h, wid))
-    return nhwc_to_nchw(out.reshape(n, h, wid, c_in))
+def conv_transpose2d_backward(
+    dout: np.ndarray, cache: ConvTransposeCache, need_dx: bool = True, need_dw: bool = True
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Gradients of conv_transpose2d: the convolution's forward and weight gradient.
 
+    The op is linear in x with matrix A^T (A the convolution's matrix in the input), so
+    dx = A dout: the convolution's forward applied to dout. In w, <dout, conv_transpose(x, w)>
+    = <conv(dout, w), x> (the adjoint identity with u = dout), so dw is the convolution's weight
+    gradient with dout in the input's place and x in the output gradient's::
 
-def _valid_range(offset: int, stride: int, count: int, size: int) -> tuple[int, int] | None:
-    """The range [a, b) of indices y < count with 0 <= offset + y*stride < size."""
-    a = max(0, -(offset // stride))  # smallest y with offset + y*stride >= 0
-    if size - 1 - offset < 0:
-        return None
-    b = min(count, (size - 1 - offset) // stride + 1)
-    return (a, b) if a < b else None
+        dx[n, c, y, v] = sum_{o, i, j} w[c, o, i, j] * dout_pad[n, o, y*s + i*d, v*s + j*d]
+        dw[c, o, i, j] = sum_{n, y, v} x[n, c, y, v] * dout_pad[n, o, y*s + i*d, v*s + j*d]
+        db[o] = sum_{n, y, v} dout[n, o, y, v]
+
+    (with groups, c and o run over the channels of one group). Both are products with the patch
+    matrix of the padded dout: dx = cols @ W_mat, dW_mat = cols^T @ x_mat.
+
+    Args:
+        dout: (N, C_out, H_out, W_out).
+        cache: from conv_transpose2d_forward.
+        need_dx, need_dw: skip what nobody asked for.
+
+    Returns:
+        dx (N, C_in, H_in, W_in) or None, dw (C_in, C_out/G, kH, kW) or None, db (C_out,) or None.
+    """
+    geometry, weight = cache.geometry, cache.weight
+    n, ho, wo, c_in = cache.x.shape
+    db = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    dx = dw = None
+    if need_dx or need_dw:
+        dout_p = pad_nhwc(nchw_to_nhwc(dout), geometry.pads)
+        if need_dx:
+            dx = _correlate_nhwc(dout_p, weight, geometry)
+            dx = nhwc_to_nchw(dx.reshape(n, ho, wo, c_in))
+        if need_dw:
+            dw = _weight_grad(dout_p, cache.x.reshape(-1, c_in), weight.shape, geometry)
+    return dx, dw, db

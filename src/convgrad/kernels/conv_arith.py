@@ -1,5 +1,5 @@
-"""All index arithmetic of convolution and pooling: argument normalisation, padding, output sizes,
-and the strided patch view (im2col) with its adjoint (col2im).
+"""All index arithmetic of convolution and pooling: output sizes, the geometry a convolution
+kernel is told, padding, and the strided patch view (im2col) with its adjoint (col2im).
 
 Output size along one spatial axis, for input size W, kernel K, padding p_l + p_r, stride s and
 dilation d (PyTorch's formula with floor, never an assertion that sizes divide)::
@@ -7,61 +7,63 @@ dilation d (PyTorch's formula with floor, never an assertion that sizes divide):
     W_out = floor((W + p_l + p_r - d * (K - 1) - 1) / s) + 1
 
 With symmetric padding p this is the course's ``(W + 2p - d(K-1) - 1) // s + 1``; with p = 0, s = 1,
-d = 1 it is the valid-convolution length ``N - K + 1``.
+d = 1 it is the valid-convolution length ``N - K + 1``. A transposed convolution maps sizes the
+other way (its output is the input of the convolution it transposes)::
+
+    W_out = (W - 1) * s - 2p + d * (K - 1) + output_padding + 1
 
 Internally convolution works on channels-last (NHWC) memory: a patch (kh, kw, C) then has its
 channel run contiguous, so building the patch matrix is a single strided copy whose inner loop is
 a contiguous block. The public layout stays NCHW; NCHW arrays returned by the ops are transposed
 views of NHWC buffers, which NumPy's elementwise ops preserve.
+
+Nothing here validates user arguments: ``convgrad.nn`` does that (``convgrad.nn._args``) and
+hands the kernels sizes that are already known to be valid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from convgrad.errors import ArgumentError
-
 Pads = tuple[tuple[int, int], ...]
 
 
-def normalize_tuple(value: Any, n: int, name: str, owner: str = "conv") -> tuple[int, ...]:
-    """Turn an int or a length-n sequence of ints into an n-tuple, like torch's ``_ntuple``.
+class ConvGeometry(NamedTuple):
+    """Everything about one 2-D convolution x (N, C_in, H, W) -> out (N, C_out, H_out, W_out)
+    except the arrays: what its forward, input gradient and weight gradient need to know.
 
-    Raises:
-        ArgumentError: a wrong length or a non-integer entry.
+    A transposed convolution is described by the geometry of the convolution it transposes
+    (its output is that convolution's input, ``in_hw``; its input is that one's output,
+    ``out_hw``).
+
+    Attributes:
+        in_hw: (H, W), the unpadded input size.
+        kernel: (kH, kW).
+        stride: (s_h, s_w).
+        pads: ((top, bottom), (left, right)).
+        dilation: (d_h, d_w).
+        groups: G, divides C_in and C_out.
+        out_hw: (H_out, W_out); at most :func:`output_sizes` of the above (a transposed
+            convolution's output_padding can leave the forward formula one row larger than the
+            transposed input: those rows simply receive no gradient).
     """
-    if isinstance(value, bool):
-        raise ArgumentError(
-            f"{owner}: {name} must be an int or a tuple of {n} ints, received {value!r}"
-        )
-    if isinstance(value, int | np.integer):
-        return (int(value),) * n
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) == 1 and n > 1:
-            value = tuple(value) * n
-        if len(value) != n or not all(
-            isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value
-        ):
-            raise ArgumentError(
-                f"{owner}: {name} must be an int or a tuple of {n} ints, received {value!r}"
-            )
-        return tuple(int(v) for v in value)
-    raise ArgumentError(
-        f"{owner}: {name} must be an int or a tuple of {n} ints, received {value!r}"
-    )
 
+    in_hw: tuple[int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads: Pads
+    dilation: tuple[int, int]
+    groups: int
+    out_hw: tuple[int, int]
 
-def require_positive(values: tuple[int, ...], name: str, owner: str) -> None:
-    """Refuse zero or negative strides, dilations and kernel sizes."""
-    if any(v <= 0 for v in values):
-        raise ArgumentError(
-            f"{owner}: expected a strictly positive {name}, received {name}="
-            f"{values if len(values) > 1 else values[0]}"
-        )
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        """(H + top + bottom, W + left + right)."""
+        (top, bottom), (left, right) = self.pads
+        return self.in_hw[0] + top + bottom, self.in_hw[1] + left + right
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -74,42 +76,6 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     out = -(-size // stride)
     total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
     return total // 2, total - total // 2
-
-
-def resolve_padding(
-    padding: Any,
-    in_sizes: tuple[int, ...],
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    owner: str = "conv",
-) -> Pads:
-    """Padding as ((before, after), ...) per spatial axis.
-
-    Args:
-        padding: int, tuple of ints (symmetric per axis), 'valid' (no padding) or 'same'
-            (TensorFlow's definition, for any kernel parity, stride and dilation).
-        in_sizes: spatial input sizes, e.g. (H, W).
-        kernel, stride, dilation: per-axis tuples, already validated.
-        owner: the layer or op name used in error messages.
-    """
-    n = len(in_sizes)
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            return ((0, 0),) * n
-        if mode == "same":
-            return tuple(
-                same_padding(in_sizes[i], kernel[i], stride[i], dilation[i]) for i in range(n)
-            )
-        raise ArgumentError(
-            f"{owner}: padding must be an int, a tuple of {n} ints, 'valid' or 'same', "
-            f"received {padding!r}"
-        )
-    pads = normalize_tuple(padding, n, "padding", owner)
-    if any(p < 0 for p in pads):
-        raise ArgumentError(f"{owner}: expected a non-negative padding, received padding={padding}")
-    return tuple((p, p) for p in pads)
 
 
 def conv_output_size(
@@ -125,27 +91,36 @@ def conv_output_size(
     return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def conv_transpose_output_size(
+    size: int,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    output_padding: int = 0,
+) -> int:
+    """W_out = (W - 1) s - 2p + d(K-1) + output_padding + 1 along one axis (PyTorch's rule).
+
+    The inverse of :func:`conv_output_size`: a convolution with the same K, s, p, d maps any size
+    from W_out - output_padding to W_out - output_padding + s - 1 back to W; output_padding picks
+    one of those s sizes.
+    """
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
 def output_sizes(
     in_sizes: tuple[int, ...],
     kernel: tuple[int, ...],
     stride: tuple[int, ...],
     pads: Pads,
     dilation: tuple[int, ...],
-    owner: str = "conv",
 ) -> tuple[int, ...]:
-    """Output sizes for every spatial axis; refuses a kernel larger than the padded input."""
-    out = []
-    for i, size in enumerate(in_sizes):
-        padded = size + pads[i][0] + pads[i][1]
-        span = dilation[i] * (kernel[i] - 1) + 1
-        if span > padded:
-            raise ArgumentError(
-                f"{owner}: kernel size {kernel} (dilated extent {span}) is larger than the padded "
-                f"input size {padded} along spatial axis {i} (input {tuple(in_sizes)}, padding "
-                f"{pads[i]})"
-            )
-        out.append(conv_output_size(size, kernel[i], stride[i], pads[i], dilation[i]))
-    return tuple(out)
+    """:func:`conv_output_size` for every spatial axis (below 1 where the dilated kernel is
+    larger than the padded input: the caller refuses those)."""
+    return tuple(
+        conv_output_size(size, kernel[i], stride[i], pads[i], dilation[i])
+        for i, size in enumerate(in_sizes)
+    )
 
 
 def pad_nhwc(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
@@ -218,15 +193,19 @@ def col2im(
     stride: tuple[int, int],
     dilation: tuple[int, int],
     out_hw: tuple[int, int],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The adjoint of :func:`im2col`: scatter-add every patch row back to its pixels.
 
-    <im2col(x), y> == <x, col2im(y)> for all x, y. Used by tests and by ops whose kernels overlap
-    rarely; convolution's input gradient uses a full convolution instead (one BLAS call).
+    <im2col(x), y> == <x, col2im(y)> for all x, y. One whole-array add per kernel offset
+    (kH*kW of them), never a loop over pixels. Convolution's input gradient (and so the
+    transposed convolution's forward) uses it where the stride makes the full correlation
+    wasteful.
 
     Args:
         cols: (N*H_out*W_out, kH*kW*C).
         padded_shape: (N, H_p, W_p, C).
+        out: optional (N, H_p, W_p, C) array to write into (overwritten).
 
     Returns:
         (N, H_p, W_p, C).
@@ -235,7 +214,10 @@ def col2im(
     kh, kw = kernel
     ho, wo = out_hw
     patches = cols.reshape(n, ho, wo, kh, kw, c)
-    out = np.zeros(padded_shape, dtype=cols.dtype)
+    if out is None:
+        out = np.zeros(padded_shape, dtype=cols.dtype)
+    else:
+        out[...] = 0
     for i in range(kh):
         for j in range(kw):
             y0, x0 = i * dilation[0], j * dilation[1]

@@ -4,11 +4,10 @@ from convgrad.nn import functional, init, utils
 from convgrad.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, Softmax
 from convgrad.nn.adaptive import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from convgrad.nn.batchnorm import BatchNorm1d, BatchNorm2d
+from convgrad.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from convgrad.nn.layers import (
     AvgPool1d,
     AvgPool2d,
-    Conv1d,
-    Conv2d,
     Dropout,
     Flatten,
     Identity,
@@ -34,6 +33,8 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "ELU",
     "GELU",

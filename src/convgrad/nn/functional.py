@@ -15,9 +15,12 @@ import convgrad.kernels.pool as pool_f
 from convgrad import ops
 from convgrad.autograd import Tensor
 from convgrad.errors import ArgumentError, DtypeError, ShapeError
-from convgrad.kernels.conv_arith import (
+from convgrad.kernels.conv_arith import ConvGeometry, conv_transpose_output_size
+from convgrad.nn._args import (
+    checked_output_sizes,
     normalize_tuple,
-    output_sizes,
+    positive_int,
+    require_non_negative,
     require_positive,
     resolve_padding,
 )
@@ -26,6 +29,8 @@ from convgrad.random import default_generator
 __all__ = [
     "conv1d",
     "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
     "max_pool1d",
     "max_pool2d",
     "avg_pool1d",
@@ -119,7 +124,7 @@ def _conv(
     require_positive(dilation_t, "dilation", owner)
     in_sizes = tuple(input.shape[2:])
     pads = resolve_padding(padding, in_sizes, kernel, stride_t, dilation_t, owner)
-    out_sizes = output_sizes(in_sizes, kernel, stride_t, pads, dilation_t, owner)
+    out_sizes = checked_output_sizes(in_sizes, kernel, stride_t, pads, dilation_t, owner)
     if nd == 1:
         n, c, length = input.shape
         x4 = input.reshape(n, c, 1, length)
@@ -199,6 +204,192 @@ def conv1d(
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1, _owner)
 
 
+def _conv_transpose(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Any,
+    padding: Any,
+    output_padding: Any,
+    groups: int,
+    dilation: Any,
+    nd: int,
+    owner: str,
+) -> Tensor:
+    input, weight = _as_tensor(input), _as_tensor(weight)
+    spatial = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
+    if input.ndim not in (nd + 1, nd + 2):
+        raise ShapeError(
+            f"{owner}: expected a {nd + 2}-D input {spatial} (or {nd + 1}-D unbatched), "
+            f"received shape {_shape_str(input.shape)}"
+        )
+    if weight.ndim != nd + 2:
+        raise ShapeError(
+            f"{owner}: expected a {nd + 2}-D weight (C_in, C_out/groups, "
+            f"{'K' if nd == 1 else 'kH, kW'}), received shape {_shape_str(weight.shape)}"
+        )
+    unbatched = input.ndim == nd + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    groups = positive_int(groups, "groups", owner)
+    stride_t = normalize_tuple(stride, nd, "stride", owner)
+    padding_t = normalize_tuple(padding, nd, "padding", owner)
+    output_padding_t = normalize_tuple(output_padding, nd, "output_padding", owner)
+    dilation_t = normalize_tuple(dilation, nd, "dilation", owner)
+    require_positive(stride_t, "stride", owner, stride)
+    require_positive(dilation_t, "dilation", owner, dilation)
+    require_non_negative(padding_t, "padding", owner, padding)
+    require_non_negative(output_padding_t, "output_padding", owner, output_padding)
+    c_in, c_out_g = weight.shape[:2]
+    if min(weight.shape) < 1:
+        raise ShapeError(
+            f"{owner}: expected a non-empty weight (C_in, C_out/groups, "
+            f"{'K' if nd == 1 else 'kH, kW'}), received shape {_shape_str(weight.shape)}"
+        )
+    if c_in % groups:
+        raise ArgumentError(
+            f"{owner}: the weight's first dimension C_in ({c_in}) must be divisible by groups "
+            f"({groups}), received weight of shape {_shape_str(weight.shape)}"
+        )
+    if input.shape[1] != c_in:
+        raise ShapeError(
+            f"{owner}: given groups={groups}, weight of size {_shape_str(weight.shape)}, expected "
+            f"input {_shape_str(input.shape)} to have {c_in} channels, but got {input.shape[1]} "
+            f"channels instead"
+        )
+    c_out = c_out_g * groups
+    if bias is not None:
+        bias = _as_tensor(bias)
+        if bias.shape != (c_out,):
+            raise ShapeError(
+                f"{owner}: expected bias of shape ({c_out},), received {_shape_str(bias.shape)}"
+            )
+    if input.dtype != weight.dtype:
+        raise DtypeError(
+            f"{owner}: input dtype {input.dtype} and weight dtype {weight.dtype} differ; "
+            f"convert one with .float() or .double()"
+        )
+    if any(
+        op >= s and op >= d
+        for op, s, d in zip(output_padding_t, stride_t, dilation_t, strict=True)
+    ):
+        raise ArgumentError(
+            f"{owner}: output padding must be smaller than either stride or dilation, received "
+            f"output_padding={output_padding_t} with stride={stride_t} and dilation={dilation_t}"
+        )
+    kernel = tuple(weight.shape[2:])
+    in_sizes = tuple(input.shape[2:])
+    if min(in_sizes) < 1:
+        raise ShapeError(
+            f"{owner}: expected an input with non-empty spatial dimensions, received shape "
+            f"{_shape_str(input.shape)}"
+        )
+    out_sizes = tuple(
+        conv_transpose_output_size(size, k, s, p, d, op)
+        for size, k, s, p, d, op in zip(
+            in_sizes, kernel, stride_t, padding_t, dilation_t, output_padding_t, strict=True
+        )
+    )
+    if min(out_sizes) < 1:
+        raise ShapeError(
+            f"{owner}: calculated output size {out_sizes} from input size {in_sizes} is too "
+            f"small (H_out = (H_in - 1)*stride - 2*padding + dilation*(K - 1) + output_padding "
+            f"+ 1 with kernel {kernel}, stride {stride_t}, padding {padding_t}, dilation "
+            f"{dilation_t}, output_padding {output_padding_t})"
+        )
+    if nd == 1:
+        n, length = input.shape[0], in_sizes[0]
+        geometry = ConvGeometry(
+            (1, out_sizes[0]), (1, kernel[0]), (1, stride_t[0]), ((0, 0), (padding_t[0],) * 2),
+            (1, dilation_t[0]), groups, (1, length),
+        )
+        x4 = input.reshape(n, c_in, 1, length)
+        w4 = weight.reshape(c_in, c_out_g, 1, kernel[0])
+        out = ops.ConvTranspose2d.apply(x4, w4, bias, geometry).reshape(n, c_out, out_sizes[0])
+    else:
+        (h_out, w_out), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            out_sizes, kernel, stride_t, padding_t, dilation_t
+        )
+        geometry = ConvGeometry(
+            (h_out, w_out), (kh, kw), (sh, sw), ((ph, ph), (pw, pw)), (dh, dw), groups,
+            (in_sizes[0], in_sizes[1]),
+        )
+        out = ops.ConvTranspose2d.apply(input, weight, bias, geometry)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+    *,
+    _owner: str = "conv_transpose2d",
+) -> Tensor:
+    """2-D transposed convolution over an NCHW batch. See: torch.nn.functional.conv_transpose2d.
+
+    The gradient of :func:`conv2d` with respect to its input, as an op: each input pixel adds
+    its value times the kernel onto a window of the output, windows s apart, and ``padding``
+    removes p rows/columns from each border of that sum::
+
+        out[n, g*Og + o, y*s_h + i*d_h - p_h, v*s_w + j*d_w - p_w]
+            += input[n, g*Cg + c, y, v] * weight[g*Cg + c, o, i, j]      (then + bias[o])
+
+    so that <conv2d(u, weight), input> = <u, conv_transpose2d(input, weight)> for every u of
+    the output's size (same stride, padding, dilation and groups).
+
+    Args:
+        input: (N, C_in, H_in, W_in) or unbatched (C_in, H_in, W_in).
+        weight: (C_in, C_out/groups, kH, kW).
+        bias: (C_out,) or None.
+        stride: int or (s_h, s_w). Default 1.
+        padding: int or (p_h, p_w): dilation*(k-1) - padding zeros are added to both sides of
+            the input, i.e. p rows/columns are cut from each side of the output. Default 0.
+        output_padding: int or (op_h, op_w), added to one side (bottom/right) of the output
+            shape; must be smaller than the stride or the dilation. Default 0.
+        groups: G, divides C_in and C_out. Default 1.
+        dilation: int or (d_h, d_w). Default 1.
+
+    Returns:
+        (N, C_out, H_out, W_out), H_out = (H_in - 1)*s_h - 2*p_h + d_h*(kH - 1) + op_h + 1.
+    """
+    return _conv_transpose(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, 2, _owner
+    )
+
+
+def conv_transpose1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+    *,
+    _owner: str = "conv_transpose1d",
+) -> Tensor:
+    """1-D transposed convolution over an NCL batch. See: torch.nn.functional.conv_transpose1d.
+
+    Args:
+        input: (N, C_in, L_in) or unbatched (C_in, L_in).
+        weight: (C_in, C_out/groups, K).
+        bias, stride, padding, output_padding, groups, dilation: as in
+            :func:`conv_transpose2d`, for one axis.
+
+    Returns:
+        (N, C_out, L_out), L_out = (L_in - 1)*s - 2p + d(K - 1) + output_padding + 1.
+    """
+    return _conv_transpose(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, 1, _owner
+    )
+
+
 # ------------------------------------------------------------------------------- pooling
 def _pool(
     function: type,
@@ -231,7 +422,7 @@ def _pool(
         )
     pads = tuple((p, p) for p in pad_t)
     in_sizes = tuple(input.shape[2:])
-    out_sizes = output_sizes(in_sizes, kernel, stride_t, pads, (1,) * nd, owner)
+    out_sizes = checked_output_sizes(in_sizes, kernel, stride_t, pads, (1,) * nd, owner)
     if nd == 1:
         n, c, length = input.shape
         out = function.apply(

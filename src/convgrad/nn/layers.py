@@ -1,4 +1,5 @@
-"""Layers: thin stateful wrappers over :mod:`convgrad.nn.functional`, as in torch.nn.
+"""Layers: thin stateful wrappers over :mod:`convgrad.nn.functional`, as in torch.nn
+(the convolutions are in :mod:`convgrad.nn.conv`).
 
 Constructors validate their arguments (messages like Keras': "expected a strictly positive
 out_channels, received out_channels=0"); forward passes name the layer in any shape error.
@@ -12,157 +13,10 @@ import numpy as np
 
 from convgrad.autograd import Tensor
 from convgrad.errors import ArgumentError
-from convgrad.kernels.conv_arith import normalize_tuple, require_positive
 from convgrad.nn import functional as F
 from convgrad.nn import init
+from convgrad.nn._args import normalize_tuple, positive_int, require_positive
 from convgrad.nn.module import Module, Parameter
-
-
-def _positive_int(value: Any, name: str, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ArgumentError(
-            f"{owner}: expected a strictly positive {name}, received {name}={value!r}"
-        )
-    return int(value)
-
-
-class _ConvNd(Module):
-    nd = 2
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        bias: bool = True,
-        dtype: Any = np.float32,
-    ) -> None:
-        super().__init__()
-        owner = type(self).__name__
-        self.in_channels = _positive_int(in_channels, "in_channels", owner)
-        self.out_channels = _positive_int(out_channels, "out_channels", owner)
-        self.groups = _positive_int(groups, "groups", owner)
-        self.kernel_size = normalize_tuple(kernel_size, self.nd, "kernel_size", owner)
-        self.stride = normalize_tuple(stride, self.nd, "stride", owner)
-        self.dilation = normalize_tuple(dilation, self.nd, "dilation", owner)
-        require_positive(self.kernel_size, "kernel_size", owner)
-        require_positive(self.stride, "stride", owner)
-        require_positive(self.dilation, "dilation", owner)
-        if isinstance(padding, str):
-            if padding.lower() not in ("same", "valid"):
-                raise ArgumentError(
-                    f"{owner}: invalid padding string {padding!r}, should be one of "
-                    f"{{'valid', 'same'}}"
-                )
-            self.padding: Any = padding.lower()
-        else:
-            self.padding = normalize_tuple(padding, self.nd, "padding", owner)
-            if any(p < 0 for p in self.padding):
-                raise ArgumentError(f"{owner}: expected a non-negative padding, received {padding}")
-        if self.in_channels % self.groups:
-            raise ArgumentError(
-                f"{owner}: in_channels ({in_channels}) must be divisible by groups ({groups})"
-            )
-        if self.out_channels % self.groups:
-            raise ArgumentError(
-                f"{owner}: out_channels ({out_channels}) must be divisible by groups ({groups})"
-            )
-        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        self.weight = Parameter(np.zeros(shape, dtype=dtype))
-        self.bias = Parameter(np.zeros(self.out_channels, dtype=dtype)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        init.default_init_(self.weight, self.bias)
-
-    def extra_repr(self) -> str:
-        k = self.kernel_size if self.nd > 1 else self.kernel_size
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={k}, stride={self.stride}"
-        if self.padding != (0,) * self.nd:
-            text += (
-                f", padding={self.padding!r}"
-                if isinstance(self.padding, str)
-                else (f", padding={self.padding}")
-            )
-        if self.dilation != (1,) * self.nd:
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
-
-    def _owner(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
-
-    def mult_adds(
-        self, input_shape: tuple[int, ...] | None, output_shape: tuple[int, ...] | None
-    ) -> int:
-        """C_in/groups * kH * kW multiply-adds per output element."""
-        per_output = (self.in_channels // self.groups) * int(np.prod(self.kernel_size))
-        return int(np.prod(output_shape)) * per_output if output_shape is not None else 0
-
-
-class Conv2d(_ConvNd):
-    """2-D convolution layer. See: torch.nn.Conv2d.
-
-    Args:
-        in_channels, out_channels: C_in, C_out.
-        kernel_size: int or (kH, kW).
-        stride: default 1. padding: int, tuple, 'valid' or 'same' (TensorFlow's; any stride).
-        dilation: default 1. groups: default 1. bias: default True.
-
-    Shape:
-        input (N, C_in, H, W) -> output (N, C_out, H_out, W_out),
-        H_out = floor((H + p_top + p_bottom - d(kH - 1) - 1) / s) + 1.
-
-    Attributes:
-        weight: (C_out, C_in/groups, kH, kW), U(-1/sqrt(fan_in), 1/sqrt(fan_in)) like PyTorch.
-        bias: (C_out,).
-    """
-
-    nd = 2
-
-    def forward(self, input: Tensor) -> Tensor:
-        return F.conv2d(
-            input,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            _owner=self._owner(),
-        )
-
-
-class Conv1d(_ConvNd):
-    """1-D convolution layer over (N, C_in, L). See: torch.nn.Conv1d.
-
-    Shape:
-        (N, C_in, L) -> (N, C_out, L_out), L_out = floor((L + p_l + p_r - d(K-1) - 1)/s) + 1.
-
-    Attributes:
-        weight: (C_out, C_in/groups, K). bias: (C_out,).
-    """
-
-    nd = 1
-
-    def forward(self, input: Tensor) -> Tensor:
-        return F.conv1d(
-            input,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            _owner=self._owner(),
-        )
 
 
 class Linear(Module):
@@ -179,8 +33,8 @@ class Linear(Module):
         self, in_features: int, out_features: int, bias: bool = True, dtype: Any = np.float32
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features", "Linear")
-        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.in_features = positive_int(in_features, "in_features", "Linear")
+        self.out_features = positive_int(out_features, "out_features", "Linear")
         self.weight = Parameter(np.zeros((self.out_features, self.in_features), dtype=dtype))
         if bias:
             self.bias = Parameter(np.zeros(self.out_features, dtype=dtype))
