@@ -26,3 +26,15 @@ class DtypeError(ConvgradError, TypeError):
 
 class GradError(ConvgradError, RuntimeError):
     """Autograd was used in a way that cannot produce a gradient (backward on a non-scalar, ...)."""
+
+
+class CheckpointError(ConvgradError, ValueError):
+    """A checkpoint or run directory that is missing, corrupt, or does not fit the run."""
+
+
+class RunLockedError(ConvgradError, RuntimeError):
+    """Another process holds the lock of a run directory (it is writing that run now)."""
+
+
+class MetricsError(ConvgradError, ValueError):
+    """A ``metrics.jsonl`` line that is not a metrics record (the message gives its number)."""

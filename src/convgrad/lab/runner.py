@@ -7,11 +7,18 @@ numbers, so a run killed at any instant and resumed ends bit-identical to one ne
 
 A run directory holds::
 
+    .convgrad.lock   held (fcntl.flock) by the process writing the run, for the whole run
     spec.json        the resolved spec (overrides applied)
     metrics.jsonl    one line per evaluation, see :mod:`convgrad.lab.metrics`
-    manifest.json    the latest complete checkpoint, see :mod:`convgrad.lab.checkpoint`
-    ckpt-<step>.npz  its arrays
+    manifest.json    the index of the checkpoint generations, see :mod:`convgrad.lab.checkpoint`
+    ckpt-<step>.npz  the last ``train.keep_checkpoints`` generations (2 by default)
     result.json      written when the run ends: completed or diverged
+
+Safety rules: the directory is locked before anything in it is read; everything a resume needs
+(spec, result, metrics, the checkpoint and whether it fits the model) is read and verified before
+any file is changed, so a refused command changes nothing; a run diverges on an inf or nan loss,
+on a loss above ``train.loss_ceiling_factor`` times the first loss (at least 1), or on an inf or
+nan in the parameters or the optimizer state, and such values are never saved.
 """
 
 from __future__ import annotations
@@ -29,11 +36,15 @@ from tqdm import tqdm
 
 import convgrad as cg
 from convgrad.data import DataLoader
-from convgrad.files import atomic_write_json
+from convgrad.errors import CheckpointError, ConvgradError
+from convgrad.files import atomic_write_json, exclusive_lock
 from convgrad.lab.checkpoint import (
-    MANIFEST,
-    CheckpointError,
+    NonFiniteError,
+    flatten_optimizer_state,
+    has_checkpoint,
     load_checkpoint,
+    nonfinite_entries,
+    read_manifest,
     remove_orphans,
     save_checkpoint,
 )
@@ -43,10 +54,14 @@ from convgrad.lab.models import build_model, count_parameters
 from convgrad.lab.spec import AdamSpec, ExperimentSpec, SpecError, dropout_of, validate_spec
 
 COMPLETED, DIVERGED = "completed", "diverged"
+RUN_FILES = ("spec.json", "metrics.jsonl", "manifest.json", "result.json")
+"""Names that only a convgrad run writes (with ``ckpt-*.npz``)."""
+# Fields that may differ between the spec a run started with and the one resuming it.
+_RESUMABLE_CHANGES = ("steps", "keep_checkpoints")
 
 
 class RunExistsError(SpecError):
-    """The output directory already holds a run and ``resume`` was not asked for."""
+    """The output directory already holds a run (or other files) and ``resume`` was not asked."""
 
 
 @dataclass
@@ -79,31 +94,106 @@ def make_optimizer(spec: ExperimentSpec, model: cg.nn.Module) -> cg.optim.Optimi
 
 def _comparable(spec_data: dict[str, Any]) -> dict[str, Any]:
     data = json.loads(json.dumps(spec_data))
-    data["train"].pop("steps", None)
+    for key in _RESUMABLE_CHANGES:
+        data["train"].pop(key, None)
     return data
 
 
+def _read_json_object(path: Path, error: type[ConvgradError]) -> dict[str, Any]:
+    """A file holding one JSON object, or ``error`` naming the file and the fault."""
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as fault:
+        raise error(f"{path}: cannot read it ({fault.strerror or fault})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as fault:
+        raise error(f"{path}: not valid JSON ({fault})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object, received {type(value).__name__}")
+    return value
+
+
 def _check_run_dir(run_dir: Path, spec: ExperimentSpec, resume: bool) -> bool:
-    """Prepare ``run_dir``; True when a checkpoint is there to resume from."""
+    """Check what ``run_dir`` holds, changing nothing; True when it holds a run to resume."""
+    found = sorted(path.name for path in run_dir.iterdir() if not path.name.startswith("."))
+    if not found:
+        return False
     spec_path = run_dir / "spec.json"
-    occupied = spec_path.exists() or (run_dir / "metrics.jsonl").exists()
-    if occupied and not resume:
+    if not spec_path.is_file():
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise RunExistsError(
+            f"{run_dir} is not empty and is not a convgrad run (no spec.json); it holds {shown}; "
+            "choose an empty or new --out"
+        )
+    if not resume:
         raise RunExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
-    if occupied and spec_path.exists():
-        stored = json.loads(spec_path.read_text())
-        current = spec.model_dump(mode="json")
-        if _comparable(stored) != _comparable(current):
-            changed = sorted(
-                key for key in set(stored) | set(current)
-                if _comparable(stored).get(key) != _comparable(current).get(key)
+    stored = validate_spec(_read_json_object(spec_path, SpecError), source=str(spec_path))
+    stored_data, current = stored.model_dump(mode="json"), spec.model_dump(mode="json")
+    if _comparable(stored_data) != _comparable(current):
+        changed = sorted(
+            key for key in set(stored_data) | set(current)
+            if _comparable(stored_data).get(key) != _comparable(current).get(key)
+        )
+        raise SpecError(
+            f"cannot resume {run_dir}: the spec differs from the one the run started with "
+            f"(in {', '.join(changed)}); only train.steps and train.keep_checkpoints may change"
+        )
+    return True
+
+
+def _restore(
+    manifest: dict[str, Any],
+    model_state: dict[str, np.ndarray],
+    optimizer_state: dict[str, Any],
+    model: cg.nn.Module,
+    optimizer: cg.optim.Optimizer,
+    loader: DataLoader,
+) -> None:
+    """Load a checkpoint into the run's objects, checking first that it fits them."""
+    name = manifest["file"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(model_state))
+    unexpected = sorted(set(model_state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{name}: does not fit the model: missing parameters {missing}, unexpected "
+            f"{unexpected}"
+        )
+    for key, value in own.items():
+        if model_state[key].shape != np.shape(value):
+            raise CheckpointError(
+                f"{name}: parameter {key}: expected shape {np.shape(value)}, received "
+                f"{model_state[key].shape}"
             )
-            raise SpecError(
-                f"cannot resume {run_dir}: the spec differs from the one the run started with "
-                f"(in {', '.join(changed)}); only train.steps may change"
-            )
-    return (run_dir / MANIFEST).is_file()
+    parameters = list(model.parameters())
+    states = optimizer_state.get("state", [])
+    if len(states) != len(parameters):
+        raise CheckpointError(
+            f"{name}: optimizer state for {len(states)} parameters, the model has "
+            f"{len(parameters)}"
+        )
+    for index, (entry, parameter) in enumerate(zip(states, parameters, strict=True)):
+        for key, value in entry.items():
+            if isinstance(value, np.ndarray) and value.ndim and value.shape != parameter.shape:
+                raise CheckpointError(
+                    f"{name}: optimizer/{index}/{key}: expected shape {parameter.shape}, "
+                    f"received {value.shape}"
+                )
+    try:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        loader.load_state_dict(manifest["loader"])
+        cg.set_rng_state(manifest["rng_state"])
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+        raise CheckpointError(f"{name}: does not fit the run: {error}") from None
+
+
+def _nonfinite_state(model: cg.nn.Module, optimizer: cg.optim.Optimizer) -> list[str]:
+    """Names of the parameters and optimizer arrays holding inf or nan."""
+    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
+    arrays.update(flatten_optimizer_state(optimizer.state_dict())[0])
+    return nonfinite_entries(arrays)
 
 
 def run_experiment(
@@ -115,8 +205,11 @@ def run_experiment(
     datasets: Datasets | None = None,
     budget: str = "custom",
     stop_after: int | None = None,
+    keep_checkpoints: int | None = None,
 ) -> RunOutcome:
     """Train ``spec`` in ``run_dir``, evaluating and checkpointing on its schedule.
+
+    The directory is locked (:func:`convgrad.files.exclusive_lock`) for the whole call.
 
     Args:
         spec: an experiment without a sweep (use :meth:`ExperimentSpec.sweep_points`).
@@ -127,28 +220,47 @@ def run_experiment(
         budget: a label stored in ``result.json`` (quick, standard, full or custom).
         stop_after: return (status ``"stopped"``) after the checkpoint at this step, as if the
             process had been killed there; for tests of resumption.
+        keep_checkpoints: generations to keep; default ``spec.train.keep_checkpoints`` (2).
 
     Returns:
         The outcome; ``result.json`` is written for completed and diverged runs.
 
     Raises:
         SpecError: a spec with a sweep, a model that does not fit the data, an occupied
-            ``run_dir`` without ``resume``, or a resume with a different spec.
-        CheckpointError: a corrupt checkpoint.
+            ``run_dir`` without ``resume`` (:class:`RunExistsError`), or a resume with a
+            different spec.
+        RunLockedError: another process is writing ``run_dir``.
+        CheckpointError: no checkpoint generation verifies, or one that does not fit the run.
+        MetricsError: a bad line in ``metrics.jsonl`` (its number is given).
     """
     if spec.sweep is not None:
         raise SpecError("run_experiment: expected a single run; expand the sweep first")
+    keep = spec.train.keep_checkpoints if keep_checkpoints is None else keep_checkpoints
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise SpecError(f"keep_checkpoints: expected an integer >= 1, received {keep!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    has_checkpoint = _check_run_dir(run_dir, spec, resume)
+    with exclusive_lock(run_dir):
+        return _run_locked(spec, run_dir, resume, progress, datasets, budget, stop_after, keep)
+
+
+def _run_locked(
+    spec: ExperimentSpec,
+    run_dir: Path,
+    resume: bool,
+    progress: bool | None,
+    datasets: Datasets | None,
+    budget: str,
+    stop_after: int | None,
+    keep: int,
+) -> RunOutcome:
+    # ---- read and verify everything, changing nothing
+    resuming = _check_run_dir(run_dir, spec, resume)
     result_path = run_dir / "result.json"
-    if resume and result_path.is_file():
-        previous = json.loads(result_path.read_text())
+    if resuming and result_path.is_file():
+        previous = _read_json_object(result_path, CheckpointError)
         if previous.get("status") == COMPLETED and previous.get("steps") == spec.train.steps:
             return RunOutcome(COMPLETED, run_dir, previous)
-        result_path.unlink()
-    atomic_write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
-    remove_orphans(run_dir)
 
     data = datasets or load_datasets(spec.dataset)
     cg.manual_seed(spec.seed)
@@ -158,14 +270,19 @@ def run_experiment(
     train_eval = fixed_subset(data.train, spec.train.eval_train_examples, spec.seed)
     test_eval = fixed_subset(data.test, spec.train.eval_test_examples, spec.seed)
     log = MetricsLog(run_dir / "metrics.jsonl")
+    log.read()  # a bad line refuses the resume here, before any file changes
 
     step, loss_sum, loss_count, elapsed, train_time = 0, 0.0, 0, 0.0, 0.0
-    if has_checkpoint:
+    initial_loss: float | None = None
+    if resuming and has_checkpoint(run_dir):
         manifest, model_state, optimizer_state = load_checkpoint(run_dir)
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optimizer_state)
-        cg.set_rng_state(manifest["rng_state"])
-        loader.load_state_dict(manifest["loader"])
+        step = manifest["step"]
+        if step > spec.train.steps:
+            raise CheckpointError(
+                f"{run_dir}: the checkpoint is at step {step}, beyond train.steps="
+                f"{spec.train.steps}; nothing was changed"
+            )
+        _restore(manifest, model_state, optimizer_state, model, optimizer, loader)
         for key, now, what in (("blas_threads", blas_threads(), "BLAS threads"),
                                ("convgrad_threads", cg.get_num_threads(), "convgrad threads")):
             then = manifest.get(key)
@@ -173,14 +290,16 @@ def run_experiment(
                 print(f"warning: {run_dir} was checkpointed with {then} {what}, resuming with "
                       f"{now}; float rounding may differ from an uninterrupted run",
                       file=sys.stderr)
-        step = manifest["step"]
         loss_sum, loss_count = manifest["loss_sum"], manifest["loss_count"]
         elapsed, train_time = manifest["wall_time"], manifest["train_time"]
-        if step > spec.train.steps:
-            raise CheckpointError(
-                f"{run_dir}: the checkpoint is at step {step}, beyond train.steps="
-                f"{spec.train.steps}"
-            )
+        stored_initial = manifest.get("initial_loss")
+        if isinstance(stored_initial, float) and math.isfinite(stored_initial):
+            initial_loss = stored_initial
+
+    # ---- from here on the run's files change
+    result_path.unlink(missing_ok=True)
+    atomic_write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
+    remove_orphans(run_dir)
     log.truncate_after(step)
 
     parameters = count_parameters(model)
@@ -208,7 +327,8 @@ def run_experiment(
     )
     session_start = time.perf_counter()
     total = spec.train.steps
-    last_train_acc = last_test_acc = None
+    factor = spec.train.loss_ceiling_factor
+    last_test_acc = None
     try:
         while step < total:
             images, labels = loader.next_batch()
@@ -219,8 +339,14 @@ def run_experiment(
                 logits = model(cg.tensor(images))
                 loss = cg.nn.functional.cross_entropy(logits, labels)
             value = float(loss.item())
-            if not math.isfinite(value):
-                return _diverged(run_dir, base, step + 1, value, elapsed, session_start)
+            if initial_loss is None and math.isfinite(value):
+                initial_loss = value
+            ceiling = factor * max(initial_loss or 1.0, 1.0)
+            if not math.isfinite(value) or value > ceiling:
+                reason = (f"the loss became {value}" if not math.isfinite(value) else
+                          f"the loss became {value:.4g}, above the ceiling {ceiling:.4g} "
+                          f"(train.loss_ceiling_factor={factor:g} x the first loss, at least 1)")
+                return _diverged(run_dir, base, step + 1, reason, elapsed, session_start)
             optimizer.zero_grad()
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 loss.backward()
@@ -233,38 +359,49 @@ def run_experiment(
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{value:.3f}", acc=last_test_acc, refresh=False)
             last = step == total
-            if step % spec.train.eval_every == 0 or last:
+            evaluate = step % spec.train.eval_every == 0 or last
+            checkpoint = step % spec.checkpoint_interval == 0 or last
+            if evaluate or checkpoint:
+                bad = _nonfinite_state(model, optimizer)
+                if bad:
+                    reason = (f"inf or nan in {', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''} after the update")
+                    return _diverged(run_dir, base, step, reason, elapsed, session_start)
+            if evaluate:
                 test_images, test_labels = (
                     (data.test.images, data.test.labels) if last else test_eval
                 )
-                last_train_acc = accuracy(model, *train_eval)
+                train_acc = accuracy(model, *train_eval)
                 last_test_acc = accuracy(model, np.asarray(test_images), np.asarray(test_labels))
                 log.append({
                     "step": step,
                     "train_loss": loss_sum / max(1, loss_count),
-                    "train_acc": last_train_acc,
+                    "train_acc": train_acc,
                     "test_acc": last_test_acc,
                     "test_examples": len(test_labels),
                     "wall_time": round(elapsed + time.perf_counter() - session_start, 3),
                 })
                 loss_sum, loss_count = 0.0, 0
                 bar.set_postfix(loss=f"{value:.3f}", acc=f"{last_test_acc:.4f}")
-            if step % spec.checkpoint_interval == 0 or last:
-                if not all(np.isfinite(p.data).all() for p in model.parameters()):
-                    return _diverged(run_dir, base, step, float("nan"), elapsed, session_start)
-                save_checkpoint(
-                    run_dir, step, model.state_dict(), optimizer.state_dict(),
-                    {
-                        "rng_state": cg.get_rng_state(),
-                        "loader": loader.state_dict(),
-                        "loss_sum": loss_sum,
-                        "loss_count": loss_count,
-                        "wall_time": elapsed + time.perf_counter() - session_start,
-                        "train_time": train_time,
-                        "blas_threads": blas_threads(),
-                        "convgrad_threads": cg.get_num_threads(),
-                    },
-                )
+            if checkpoint:
+                try:
+                    save_checkpoint(
+                        run_dir, step, model.state_dict(), optimizer.state_dict(),
+                        {
+                            "rng_state": cg.get_rng_state(),
+                            "loader": loader.state_dict(),
+                            "loss_sum": loss_sum,
+                            "loss_count": loss_count,
+                            "initial_loss": initial_loss,
+                            "wall_time": elapsed + time.perf_counter() - session_start,
+                            "train_time": train_time,
+                            "blas_threads": blas_threads(),
+                            "convgrad_threads": cg.get_num_threads(),
+                        },
+                        keep=keep,
+                    )
+                except NonFiniteError as error:
+                    return _diverged(run_dir, base, step, str(error), elapsed, session_start)
                 if stop_after is not None and step >= stop_after and not last:
                     return RunOutcome("stopped", run_dir, {**base, "status": "stopped",
                                                            "steps_done": step})
@@ -303,12 +440,14 @@ def blas_threads() -> int | None:
 
 
 def _diverged(
-    run_dir: Path, base: dict[str, Any], step: int, value: float, elapsed: float, start: float
+    run_dir: Path, base: dict[str, Any], step: int, reason: str, elapsed: float, start: float
 ) -> RunOutcome:
-    manifest = run_dir / MANIFEST
-    kept = json.loads(manifest.read_text())["step"] if manifest.is_file() else None
+    try:
+        kept: int | None = read_manifest(run_dir)[0].step
+    except CheckpointError:
+        kept = None
     message = (
-        f"diverged at step {step}: the loss became {value}; "
+        f"diverged at step {step}: {reason}; "
         + (f"the last good checkpoint (step {kept}) is kept" if kept is not None
            else "no checkpoint had been written yet")
     )
@@ -333,17 +472,22 @@ def run_spec(
     resume: bool = False,
     progress: bool | None = None,
     budget: str = "custom",
+    keep_checkpoints: int | None = None,
 ) -> list[RunOutcome]:
     """Run a spec, each sweep point in its own subdirectory (``out_dir/keep-0.5``)."""
     outcomes = []
     for point, point_spec in spec.sweep_points():
         run_dir = Path(out_dir) / point if point else Path(out_dir)
         outcomes.append(run_experiment(point_spec, run_dir, resume=resume, progress=progress,
-                                       budget=budget))
+                                       budget=budget, keep_checkpoints=keep_checkpoints))
     return outcomes
 
 
 def load_run_spec(run_dir: Path) -> ExperimentSpec:
-    """The spec stored in a run directory."""
-    return validate_spec(json.loads((Path(run_dir) / "spec.json").read_text()),
-                         source=f"{run_dir}/spec.json")
+    """The spec stored in a run directory.
+
+    Raises:
+        SpecError: no readable, valid ``spec.json``.
+    """
+    path = Path(run_dir) / "spec.json"
+    return validate_spec(_read_json_object(path, SpecError), source=str(path))
