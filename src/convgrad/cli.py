@@ -31,17 +31,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
+    """Run the command line; returns the process exit status.
+
+    Ctrl-C at any point (start-up included) ends with "convgrad: interrupted" and status 130; a
+    convgrad error or a failed file operation that a subcommand did not handle ends with one line
+    naming it (status 2 or 1), never a traceback.
+    """
+    from convgrad.errors import ConvgradError
+
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("convgrad: interrupted", file=sys.stderr)
         return 130
+    except ConvgradError as error:
+        print(f"convgrad: error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as error:
+        print(f"convgrad: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
