@@ -55,6 +55,13 @@ def two_threads_and_blas():
     cg.set_num_threads(previous)
 
 
+def _work(seed: int, results: dict, errors: list) -> None:
+    try:
+        results[seed] = _train(seed)
+    except BaseException as error:  # reported by the test, not lost in the thread
+        errors.append(error)
+
+
 def test_two_training_threads_match_their_solo_runs_and_restore_the_blas(two_threads_and_blas):
     before = _blas_counts()
     solo = {seed: _train(seed) for seed in (1, 2)}
@@ -63,13 +70,8 @@ def test_two_training_threads_match_their_solo_runs_and_restore_the_blas(two_thr
         results: dict[int, list[np.ndarray]] = {}
         errors: list[BaseException] = []
 
-        def work(seed: int) -> None:
-            try:
-                results[seed] = _train(seed)
-            except BaseException as error:  # reported below, not lost in the thread
-                errors.append(error)
-
-        threads = [threading.Thread(target=work, args=(seed,)) for seed in (1, 2)]
+        threads = [threading.Thread(target=_work, args=(seed, results, errors))
+                   for seed in (1, 2)]
         for thread in threads:
             thread.start()
         for thread in threads:

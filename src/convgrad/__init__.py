@@ -4,7 +4,7 @@ A PyTorch-shaped API (``import convgrad as cg``) over an engine whose every grad
 by hand, plus the course's theory as executable checks and an MNIST lab.
 """
 
-from convgrad import nn, optim  # noqa: E402  (after the Tensor surface exists)
+from convgrad import _startup, nn, optim  # noqa: E402, F401  (_startup: Ctrl-C at start-up)
 from convgrad import ops as _ops  # noqa: F401  (attaches the Tensor operators)
 from convgrad.autograd import (
     Function,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -37,8 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     convgrad error or a failed file operation that a subcommand did not handle ends with one line
     naming it (status 2 or 1), never a traceback.
     """
+    from convgrad._startup import interrupted_at_start_up
     from convgrad.errors import ConvgradError
 
+    if signal.getsignal(signal.SIGINT) is interrupted_at_start_up:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

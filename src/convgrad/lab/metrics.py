@@ -26,7 +26,7 @@ import numpy as np
 import convgrad as cg
 from convgrad import nn
 from convgrad.errors import MetricsError
-from convgrad.files import with_filename, atomic_write
+from convgrad.files import atomic_write, with_filename
 
 WALL_TIME_FIELDS = ("wall_time",)
 
