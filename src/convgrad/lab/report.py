@@ -57,6 +57,32 @@ class Run:
         return self.result.get("test_acc")
 
 
+_NUMBER = (int, float)
+_RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str, "point": str, "status": str, "message": str, "budget": str, "dataset": str,
+    **{key: _NUMBER for key in (
+        "keep_prob", "test_acc", "train_acc", "test_examples", "wall_time", "train_time",
+        "samples_per_s", "steps", "steps_done", "parameters", "batch_size", "reference",
+        "target", "target_max", "max_params", "seed", "diverged_step", "last_checkpoint_step",
+    )},
+}
+
+
+def _well_formed(result: Any) -> bool:
+    """A JSON object whose fields the report reads have the types convgrad writes (or null)."""
+    if not isinstance(result, dict):
+        return False
+    for key, types in _RESULT_TYPES.items():
+        value = result.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            return False
+        if isinstance(value, float) and value != value:  # nan sorts and compares badly
+            return False
+    return True
+
+
 def collect_runs(directory: Path) -> list[Run]:
     """Every run under ``directory`` that has a ``result.json``, in the course's order."""
     from convgrad.lab.spec import EXPERIMENT_ORDER
@@ -80,8 +106,10 @@ def collect_runs(directory: Path) -> list[Run]:
             metrics = MetricsLog(run_dir / "metrics.jsonl").read()
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, MetricsError):
             continue
-        if not isinstance(result, dict) or not isinstance(spec, dict):
-            continue
+        if not (_well_formed(result) and isinstance(spec, dict) and _well_formed(
+            {k: spec.get(k) for k in ("name", "point")}
+        )):
+            continue  # not written by convgrad: skipped rather than a traceback
         runs.append(Run(run_dir, result, spec, metrics))
     runs.sort(key=lambda r: (EXPERIMENT_ORDER.get(r.name, len(EXPERIMENT_ORDER)), r.name,
                              r.result.get("keep_prob") or 0.0))
