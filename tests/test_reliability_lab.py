@@ -455,3 +455,21 @@ def test_sigint_during_start_up_is_one_line_and_status_130(tmp_path):
             import shutil
 
             shutil.rmtree(tmp_path / "run")
+
+
+def test_a_format_1_checkpoint_of_an_older_version_still_resumes(tmp_path, whole):
+    """Before generations, the metadata lived in the manifest and the npz held arrays only."""
+    from convgrad.files import sha256_file
+
+    run_dir = stopped_at_10(tmp_path)
+    path = run_dir / "ckpt-00000010.npz"
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    (run_dir / "ckpt-00000005.npz").unlink()
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    manifest = {**meta, "format": 1, "file": path.name, "sha256": sha256_file(path)}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert run_experiment(tiny(), run_dir, resume=True, progress=False).ok
+    assert_same_weights(whole, run_dir)
