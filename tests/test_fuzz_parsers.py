@@ -170,6 +170,14 @@ test_fuzz_idx_gzip, test_fuzz_idx_gzip_slow = fuzz_test(
 )(_check_idx_gzip)
 
 
+def test_idx_shape_beyond_any_array_with_a_zero_size_is_a_dataset_error():
+    """Found by the slow fuzz run: (0, 2**32-1, 2**32-1, 2**32-1) holds no data, yet NumPy
+    refuses the shape (ValueError)."""
+    data = _header(0x08, [0, 2**32 - 1, 2**32 - 1, 2**32 - 1])
+    with pytest.raises(ConvgradError, match="fuzz.idx: the header declares shape .* too large"):
+        parse_idx(data, "fuzz.idx")
+
+
 def test_read_idx_names_a_missing_file(tmp_path):
     with pytest.raises(ConvgradError, match="absent.idx"):
         read_idx(tmp_path / "absent.idx")

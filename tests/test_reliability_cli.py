@@ -73,14 +73,14 @@ def test_data_pairs_refuses_a_count_below_one(value, capsys):
     assert "argument --n-pairs: expected an integer >= 1" in capsys.readouterr().err
 
 
-def test_data_pairs_refuses_a_size_beyond_memory_before_allocating(tiny, capsys):
+def test_data_pairs_refuses_a_size_beyond_memory_before_allocating(tiny, capsys):  # noqa: F811
     assert data_run(["data", "pairs", "--n-pairs", "100000000000", "--root", str(tiny),
                      "--offline"]) == 1
     line = one_line(capsys.readouterr().err.splitlines()[-1])
     assert "n_pairs=100000000000 needs" in line and "GiB of memory" in line
 
 
-def test_data_info_checks_the_published_hash(tiny, tmp_path, capsys):
+def test_data_info_checks_the_published_hash(tiny, tmp_path, capsys):  # noqa: F811
     assert data_run(["data", "fetch", "--root", str(tiny), "--offline"]) == 0
     cache = tmp_path / "cache" / "mnist"
     labels = cache / "t10k-labels-idx1-ubyte"
@@ -98,7 +98,7 @@ def test_data_info_checks_the_published_hash(tiny, tmp_path, capsys):
     assert "t10k-labels-idx1-ubyte: CORRUPT (sha256" in out and "differs from the published" in out
 
 
-def test_a_source_failure_names_the_source_once(tiny, capsys):
+def test_a_source_failure_names_the_source_once(tiny, capsys):  # noqa: F811
     labels = tiny / "t10k-labels-idx1-ubyte.gz"
     import gzip
 

@@ -27,7 +27,8 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +207,15 @@ def run_experiment(
     budget: str = "custom",
     stop_after: int | None = None,
     keep_checkpoints: int | None = None,
+    scheduler: Callable[[cg.optim.Optimizer], Any] | None = None,
+    tensorboard: bool = False,
 ) -> RunOutcome:
     """Train ``spec`` in ``run_dir``, evaluating and checkpointing on its schedule.
+
+    The loop is short: forward, the divergence guard's loss check, backward and update, then
+    the hooks in order (:class:`DivergenceGuard`, :class:`Evaluator`, :class:`ProgressBar`,
+    :class:`SchedulerStep`, :class:`TensorBoardWriter`, :class:`Checkpointer`), each with
+    ``on_step_end(state)`` and ``state_dict()``; :class:`RunState` holds the loop's own state.
 
     The directory is locked (:func:`convgrad.files.exclusive_lock`) for the whole call.
 
@@ -221,6 +229,10 @@ def run_experiment(
         stop_after: return (status ``"stopped"``) after the checkpoint at this step, as if the
             process had been killed there; for tests of resumption.
         keep_checkpoints: generations to keep; default ``spec.train.keep_checkpoints`` (2).
+        scheduler: ``scheduler(optimizer)`` builds an LR scheduler (``step()``,
+            ``state_dict()``, ``load_state_dict()``), stepped after every update and resumed
+            exactly.
+        tensorboard: also write the metrics as TensorBoard scalars in ``run_dir/tensorboard``.
 
     Returns:
         The outcome; ``result.json`` is written for completed and diverged runs.
@@ -241,7 +253,315 @@ def run_experiment(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(run_dir):
-        return _run_locked(spec, run_dir, resume, progress, datasets, budget, stop_after, keep)
+        return _run_locked(spec, run_dir, resume, progress, datasets, budget, stop_after, keep,
+                           scheduler, tensorboard)
+
+
+# ------------------------------------------------------------------------------ run state
+@dataclass
+class RunState:
+    """What the loop knows besides the model, the optimizer and the loader; hooks read it.
+
+    Attributes:
+        spec: the experiment.
+        step: optimizer steps taken (after ``on_step_end``: including this one).
+        loss: this step's training loss.
+        loss_sum, loss_count: losses since the last evaluation (their mean is logged).
+        elapsed: wall-clock seconds of earlier sessions (a resumed run continues the sum).
+        train_time: seconds spent in forward, backward and update, all sessions.
+        session_start: ``time.perf_counter()`` when this session's loop began.
+        outcome: set by a hook to end the run (diverged, stopped) after this step.
+    """
+
+    spec: ExperimentSpec
+    step: int = 0
+    loss: float = math.nan
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    elapsed: float = 0.0
+    train_time: float = 0.0
+    session_start: float = field(default_factory=time.perf_counter)
+    outcome: RunOutcome | None = None
+
+    @property
+    def last(self) -> bool:
+        """This is the run's last step."""
+        return self.step == self.spec.train.steps
+
+    @property
+    def evaluating(self) -> bool:
+        """An evaluation falls on this step (every ``train.eval_every`` steps and the last)."""
+        return self.step % self.spec.train.eval_every == 0 or self.last
+
+    @property
+    def checkpointing(self) -> bool:
+        """A checkpoint falls on this step (every ``checkpoint_interval`` steps and the last)."""
+        return self.step % self.spec.checkpoint_interval == 0 or self.last
+
+    def wall_time(self) -> float:
+        """Seconds of training so far, all sessions."""
+        return self.elapsed + time.perf_counter() - self.session_start
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's part of a checkpoint (the step is saved by the checkpointer)."""
+        return {"loss_sum": self.loss_sum, "loss_count": self.loss_count,
+                "wall_time": self.wall_time(), "train_time": self.train_time}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (and the step) from a verified checkpoint's metadata."""
+        self.step = state["step"]
+        self.loss_sum, self.loss_count = state["loss_sum"], state["loss_count"]
+        self.elapsed, self.train_time = state["wall_time"], state["train_time"]
+
+
+class Hook:
+    """A piece of the loop run after every optimizer step, in the order given.
+
+    ``on_step_end(state)`` may set ``state.outcome`` to end the run; ``state_dict()`` is saved
+    in every checkpoint (keys must be distinct across hooks) and handed back to
+    ``load_state_dict`` on resume, so a hook with state resumes exactly.
+    """
+
+    def on_step_end(self, state: RunState) -> None:
+        """Called after the update of step ``state.step``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state to checkpoint (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from a checkpoint's metadata (which holds every hook's keys)."""
+
+    def close(self) -> None:
+        """Called once when the loop ends, however it ends."""
+
+
+class DivergenceGuard(Hook):
+    """Ends the run as diverged on an inf/nan loss, a loss above the ceiling, or an inf/nan in
+    the parameters or the optimizer state (checked on evaluation and checkpoint steps, so a
+    non-finite value is never evaluated or saved).
+
+    The ceiling is ``train.loss_ceiling_factor`` times the run's first loss (at least 1).
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.initial_loss: float | None = None
+
+    def check_loss(self, state: RunState, value: float) -> bool:
+        """Before the update: False (and ``state.outcome`` set) when ``value`` diverged."""
+        if self.initial_loss is None and math.isfinite(value):
+            self.initial_loss = value
+        factor = state.spec.train.loss_ceiling_factor
+        ceiling = factor * max(self.initial_loss or 1.0, 1.0)
+        if math.isfinite(value) and value <= ceiling:
+            return True
+        reason = (f"the loss became {value}" if not math.isfinite(value) else
+                  f"the loss became {value:.4g}, above the ceiling {ceiling:.4g} "
+                  f"(train.loss_ceiling_factor={factor:g} x the first loss, at least 1)")
+        state.outcome = self.run.diverged(state, state.step + 1, reason)
+        return False
+
+    def on_step_end(self, state: RunState) -> None:
+        if not (state.evaluating or state.checkpointing):
+            return
+        bad = _nonfinite_state(self.run.model, self.run.optimizer)
+        if bad:
+            reason = f"inf or nan in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} " \
+                     "after the update"
+            state.outcome = self.run.diverged(state, state.step, reason)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"initial_loss": self.initial_loss}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        stored = state.get("initial_loss")
+        if isinstance(stored, float) and math.isfinite(stored):
+            self.initial_loss = stored
+
+
+class Evaluator(Hook):
+    """On evaluation steps: accuracy on the fixed subsets (the whole test set at the last step),
+    one line appended to ``metrics.jsonl``; resets the loss accumulator."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        spec, data = run.spec, run.data
+        self.train_eval = fixed_subset(data.train, spec.train.eval_train_examples, spec.seed)
+        self.test_eval = fixed_subset(data.test, spec.train.eval_test_examples, spec.seed)
+        self.last_test_acc: float | None = None
+
+    def on_step_end(self, state: RunState) -> None:
+        if not state.evaluating:
+            return
+        model, data = self.run.model, self.run.data
+        test_images, test_labels = (
+            (np.asarray(data.test.images), np.asarray(data.test.labels)) if state.last
+            else self.test_eval
+        )
+        train_acc = accuracy(model, *self.train_eval)
+        self.last_test_acc = accuracy(model, test_images, test_labels)
+        self.run.log.append({
+            "step": state.step,
+            "train_loss": state.loss_sum / max(1, state.loss_count),
+            "train_acc": train_acc,
+            "test_acc": self.last_test_acc,
+            "test_examples": len(test_labels),
+            "wall_time": round(state.wall_time(), 3),
+        })
+        state.loss_sum, state.loss_count = 0.0, 0
+
+
+class ProgressBar(Hook):
+    """A tqdm bar on stderr (off when ``show`` is False)."""
+
+    def __init__(self, state: RunState, show: bool, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.bar = tqdm(total=state.spec.train.steps, initial=state.step, disable=not show,
+                        desc=state.spec.name, unit="step", dynamic_ncols=True, leave=True)
+
+    def on_step_end(self, state: RunState) -> None:
+        self.bar.update(1)
+        acc = self.evaluator.last_test_acc
+        if state.evaluating and acc is not None:
+            self.bar.set_postfix(loss=f"{state.loss:.3f}", acc=f"{acc:.4f}")
+        elif state.step % 10 == 0:
+            self.bar.set_postfix(loss=f"{state.loss:.3f}", acc=acc, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class SchedulerStep(Hook):
+    """Calls ``scheduler.step()`` after every optimizer step (torch's order); its
+    ``state_dict()`` goes into the checkpoint under ``"scheduler"``."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def on_step_end(self, state: RunState) -> None:
+        self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "scheduler" not in state:
+            raise CheckpointError(f"{state.get('file')}: no scheduler state to resume")
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class TensorBoardWriter(Hook):
+    """Writes each evaluation's metrics as TensorBoard scalars (``tensorboardX``), after the
+    evaluator. On resume, events after the checkpoint's step are purged, so the curves of an
+    interrupted run equal those of an uninterrupted one."""
+
+    def __init__(self, folder: Path, start_step: int, log: MetricsLog) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError as error:
+            raise SpecError(f"tensorboard: needs the tensorboardX package ({error})") from None
+        self.log = log
+        self.writer = SummaryWriter(str(folder), purge_step=start_step + 1 if start_step else None)
+
+    def on_step_end(self, state: RunState) -> None:
+        if not state.evaluating:
+            return
+        record = self.log.read()[-1]
+        for key in ("train_loss", "train_acc", "test_acc"):
+            self.writer.add_scalar(key, record[key], state.step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Checkpointer(Hook):
+    """On checkpoint steps: a generation with the model, the optimizer, the RNG, the loader's
+    position, the loop state and every hook's ``state_dict()``; ends the run with status
+    "stopped" after the checkpoint at ``stop_after`` (tests of resumption)."""
+
+    def __init__(self, run: _Run, hooks: list[Hook], keep: int, stop_after: int | None) -> None:
+        self.run, self.hooks, self.keep, self.stop_after = run, hooks, keep, stop_after
+
+    def on_step_end(self, state: RunState) -> None:
+        if not state.checkpointing or state.outcome is not None:
+            return
+        run = self.run
+        extra = {"rng_state": cg.get_rng_state(), "loader": run.loader.state_dict(),
+                 **state.state_dict(), "blas_threads": blas_threads(),
+                 "convgrad_threads": cg.get_num_threads()}
+        for hook in self.hooks:
+            extra.update(hook.state_dict())
+        try:
+            save_checkpoint(run.run_dir, state.step, run.model.state_dict(),
+                            run.optimizer.state_dict(), extra, keep=self.keep)
+        except NonFiniteError as error:
+            state.outcome = run.diverged(state, state.step, str(error))
+            return
+        if self.stop_after is not None and state.step >= self.stop_after and not state.last:
+            state.outcome = RunOutcome("stopped", run.run_dir, {**run.base, "status": "stopped",
+                                                                "steps_done": state.step})
+
+
+@dataclass
+class _Run:
+    """The objects of one run that the hooks share."""
+
+    spec: ExperimentSpec
+    run_dir: Path
+    data: Datasets
+    model: cg.nn.Module
+    optimizer: cg.optim.Optimizer
+    loader: DataLoader
+    log: MetricsLog
+    base: dict[str, Any]
+
+    def diverged(self, state: RunState, step: int, reason: str) -> RunOutcome:
+        """Write ``result.json`` for a run that diverged at ``step``."""
+        return _diverged(self.run_dir, self.base, step, reason, state.elapsed,
+                         state.session_start)
+
+    def completed(self, state: RunState) -> RunOutcome:
+        """Write ``result.json`` for a run that reached its last step."""
+        records = self.log.read()
+        final = records[-1] if records else {}
+        step, batch_size = state.step, self.spec.train.batch_size
+        result = {
+            **self.base,
+            "status": COMPLETED,
+            "steps_done": step,
+            "test_acc": final.get("test_acc"),
+            "train_acc": final.get("train_acc"),
+            "test_examples": final.get("test_examples"),
+            "wall_time": round(state.wall_time(), 3),
+            "train_time": round(state.train_time, 3),
+            "samples_per_s": round(step * batch_size / max(state.train_time, 1e-9), 1),
+            "message": f"test accuracy {final.get('test_acc', float('nan')):.4f} after {step} "
+                       "steps",
+        }
+        atomic_write_json(self.run_dir / "result.json", result)
+        return RunOutcome(COMPLETED, self.run_dir, result)
+
+
+def _result_base(spec: ExperimentSpec, model: cg.nn.Module, budget: str) -> dict[str, Any]:
+    dropout = dropout_of(spec.model)
+    return {
+        "name": spec.name,
+        "point": spec.point,
+        "keep_prob": None if dropout is None else round(1 - dropout, 12),
+        "status": None,
+        "budget": budget,
+        "seed": spec.seed,
+        "dataset": spec.dataset.kind,
+        "steps": spec.train.steps,
+        "batch_size": spec.train.batch_size,
+        "parameters": count_parameters(model),
+        "reference": spec.reference,
+        "target": spec.target,
+        "target_max": spec.target_max,
+        "max_params": spec.max_params,
+    }
 
 
 def _run_locked(
@@ -253,6 +573,8 @@ def _run_locked(
     budget: str,
     stop_after: int | None,
     keep: int,
+    scheduler: Callable[[cg.optim.Optimizer], Any] | None = None,
+    tensorboard: bool = False,
 ) -> RunOutcome:
     # ---- read and verify everything, changing nothing
     resuming = _check_run_dir(run_dir, spec, resume)
@@ -267,22 +589,27 @@ def _run_locked(
     model = build_model(spec.model, data.input_shape, data.num_classes)
     optimizer = make_optimizer(spec, model)
     loader = DataLoader(data.train, spec.train.batch_size, shuffle=True, seed=spec.seed)
-    train_eval = fixed_subset(data.train, spec.train.eval_train_examples, spec.seed)
-    test_eval = fixed_subset(data.test, spec.train.eval_test_examples, spec.seed)
     log = MetricsLog(run_dir / "metrics.jsonl")
     log.read()  # a bad line refuses the resume here, before any file changes
+    run = _Run(spec, run_dir, data, model, optimizer, loader, log,
+               _result_base(spec, model, budget))
+    state = RunState(spec)
+    guard = DivergenceGuard(run)
+    evaluator = Evaluator(run)
+    resumable: list[Hook] = [guard]
+    if scheduler is not None:
+        resumable.append(SchedulerStep(scheduler(optimizer)))
 
-    step, loss_sum, loss_count, elapsed, train_time = 0, 0.0, 0, 0.0, 0.0
-    initial_loss: float | None = None
     if resuming and has_checkpoint(run_dir):
         manifest, model_state, optimizer_state = load_checkpoint(run_dir)
-        step = manifest["step"]
-        if step > spec.train.steps:
+        if manifest["step"] > spec.train.steps:
             raise CheckpointError(
-                f"{run_dir}: the checkpoint is at step {step}, beyond train.steps="
+                f"{run_dir}: the checkpoint is at step {manifest['step']}, beyond train.steps="
                 f"{spec.train.steps}; nothing was changed"
             )
         _restore(manifest, model_state, optimizer_state, model, optimizer, loader)
+        for hook in resumable:
+            hook.load_state_dict(manifest)
         for key, now, what in (("blas_threads", blas_threads(), "BLAS threads"),
                                ("convgrad_threads", cg.get_num_threads(), "convgrad threads")):
             then = manifest.get(key)
@@ -290,141 +617,47 @@ def _run_locked(
                 print(f"warning: {run_dir} was checkpointed with {then} {what}, resuming with "
                       f"{now}; float rounding may differ from an uninterrupted run",
                       file=sys.stderr)
-        loss_sum, loss_count = manifest["loss_sum"], manifest["loss_count"]
-        elapsed, train_time = manifest["wall_time"], manifest["train_time"]
-        stored_initial = manifest.get("initial_loss")
-        if isinstance(stored_initial, float) and math.isfinite(stored_initial):
-            initial_loss = stored_initial
+        state.load_state_dict(manifest)
 
     # ---- from here on the run's files change
     result_path.unlink(missing_ok=True)
     atomic_write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
     remove_orphans(run_dir)
-    log.truncate_after(step)
+    log.truncate_after(state.step)
 
-    parameters = count_parameters(model)
-    dropout = dropout_of(spec.model)
-    base = {
-        "name": spec.name,
-        "point": spec.point,
-        "keep_prob": None if dropout is None else round(1 - dropout, 12),
-        "status": None,
-        "budget": budget,
-        "seed": spec.seed,
-        "dataset": spec.dataset.kind,
-        "steps": spec.train.steps,
-        "batch_size": spec.train.batch_size,
-        "parameters": parameters,
-        "reference": spec.reference,
-        "target": spec.target,
-        "target_max": spec.target_max,
-        "max_params": spec.max_params,
-    }
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(
-        total=spec.train.steps, initial=step, disable=not show, desc=spec.name, unit="step",
-        dynamic_ncols=True, leave=True,
-    )
-    session_start = time.perf_counter()
-    total = spec.train.steps
-    factor = spec.train.loss_ceiling_factor
-    last_test_acc = None
+    hooks: list[Hook] = [guard, evaluator, ProgressBar(state, show, evaluator), *resumable[1:]]
+    if tensorboard:
+        hooks.append(TensorBoardWriter(run_dir / "tensorboard", state.step, log))
+    hooks.append(Checkpointer(run, list(hooks), keep, stop_after))
+    state.session_start = time.perf_counter()
     try:
-        while step < total:
+        while state.step < spec.train.steps:
             images, labels = loader.next_batch()
             started = time.perf_counter()
             model.train()
-            # overflow becomes inf/nan, which the check below reports as divergence
+            # overflow becomes inf/nan, which the guard reports as divergence
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                logits = model(cg.tensor(images))
-                loss = cg.nn.functional.cross_entropy(logits, labels)
-            value = float(loss.item())
-            if initial_loss is None and math.isfinite(value):
-                initial_loss = value
-            ceiling = factor * max(initial_loss or 1.0, 1.0)
-            if not math.isfinite(value) or value > ceiling:
-                reason = (f"the loss became {value}" if not math.isfinite(value) else
-                          f"the loss became {value:.4g}, above the ceiling {ceiling:.4g} "
-                          f"(train.loss_ceiling_factor={factor:g} x the first loss, at least 1)")
-                return _diverged(run_dir, base, step + 1, reason, elapsed, session_start)
+                loss = cg.nn.functional.cross_entropy(model(cg.tensor(images)), labels)
+            state.loss = float(loss.item())
+            if not guard.check_loss(state, state.loss):
+                return state.outcome  # type: ignore[return-value]
             optimizer.zero_grad()
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 loss.backward()
                 optimizer.step()
-            train_time += time.perf_counter() - started
-            step += 1
-            loss_sum += value
-            loss_count += 1
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{value:.3f}", acc=last_test_acc, refresh=False)
-            last = step == total
-            evaluate = step % spec.train.eval_every == 0 or last
-            checkpoint = step % spec.checkpoint_interval == 0 or last
-            if evaluate or checkpoint:
-                bad = _nonfinite_state(model, optimizer)
-                if bad:
-                    reason = (f"inf or nan in {', '.join(bad[:3])}"
-                              f"{' ...' if len(bad) > 3 else ''} after the update")
-                    return _diverged(run_dir, base, step, reason, elapsed, session_start)
-            if evaluate:
-                test_images, test_labels = (
-                    (data.test.images, data.test.labels) if last else test_eval
-                )
-                train_acc = accuracy(model, *train_eval)
-                last_test_acc = accuracy(model, np.asarray(test_images), np.asarray(test_labels))
-                log.append({
-                    "step": step,
-                    "train_loss": loss_sum / max(1, loss_count),
-                    "train_acc": train_acc,
-                    "test_acc": last_test_acc,
-                    "test_examples": len(test_labels),
-                    "wall_time": round(elapsed + time.perf_counter() - session_start, 3),
-                })
-                loss_sum, loss_count = 0.0, 0
-                bar.set_postfix(loss=f"{value:.3f}", acc=f"{last_test_acc:.4f}")
-            if checkpoint:
-                try:
-                    save_checkpoint(
-                        run_dir, step, model.state_dict(), optimizer.state_dict(),
-                        {
-                            "rng_state": cg.get_rng_state(),
-                            "loader": loader.state_dict(),
-                            "loss_sum": loss_sum,
-                            "loss_count": loss_count,
-                            "initial_loss": initial_loss,
-                            "wall_time": elapsed + time.perf_counter() - session_start,
-                            "train_time": train_time,
-                            "blas_threads": blas_threads(),
-                            "convgrad_threads": cg.get_num_threads(),
-                        },
-                        keep=keep,
-                    )
-                except NonFiniteError as error:
-                    return _diverged(run_dir, base, step, str(error), elapsed, session_start)
-                if stop_after is not None and step >= stop_after and not last:
-                    return RunOutcome("stopped", run_dir, {**base, "status": "stopped",
-                                                           "steps_done": step})
+            state.train_time += time.perf_counter() - started
+            state.step += 1
+            state.loss_sum += state.loss
+            state.loss_count += 1
+            for hook in hooks:
+                hook.on_step_end(state)
+                if state.outcome is not None:
+                    return state.outcome
     finally:
-        bar.close()
-
-    wall_time = elapsed + time.perf_counter() - session_start
-    records = log.read()
-    final = records[-1] if records else {}
-    result = {
-        **base,
-        "status": COMPLETED,
-        "steps_done": step,
-        "test_acc": final.get("test_acc"),
-        "train_acc": final.get("train_acc"),
-        "test_examples": final.get("test_examples"),
-        "wall_time": round(wall_time, 3),
-        "train_time": round(train_time, 3),
-        "samples_per_s": round(step * spec.train.batch_size / max(train_time, 1e-9), 1),
-        "message": f"test accuracy {final.get('test_acc', float('nan')):.4f} after {step} steps",
-    }
-    atomic_write_json(result_path, result)
-    return RunOutcome(COMPLETED, run_dir, result)
+        for hook in hooks:
+            hook.close()
+    return run.completed(state)
 
 
 def blas_threads() -> int | None:
