@@ -229,6 +229,10 @@ def test_report_lists_a_run_in_progress_as_running(tmp_path, whole):
         runs = collect_runs(tmp_path)
         assert [(r.run_dir, r.result["status"]) for r in runs] == [(run_dir, "running")]
         assert str(holder.pid) in runs[0].result["message"]
+        from convgrad.cli import main
+
+        assert main(["report", str(tmp_path)]) == 0
+        assert f"running (process {holder.pid})" in (tmp_path / "report.md").read_text()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
