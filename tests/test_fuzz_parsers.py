@@ -46,10 +46,10 @@ from convgrad.lab.spec import SpecError, load_spec, validate_spec
 EXAMPLES = {
     "idx_bytes": 300, "idx_structured": 300, "idx_gzip": 150,
     "spec_toml_text": 200, "spec_values": 250,
-    "manifest_json": 250, "npz_bytes": 150, "npz_arrays": 120, "resume": 40,
+    "manifest_json": 250, "npz_bytes": 150, "npz_arrays": 120, "resume": 60,
     "metrics_lines": 200, "result_json": 60, "cli_parse": 150, "cli_main": 40,
 }
-"""Generated inputs per parser in the default run (2,210 in all)."""
+"""Generated inputs per parser in the default run (2,230 in all)."""
 SLOW_FACTOR = 10
 HANG_S = 20
 COUNTS: Counter[str] = Counter()
@@ -444,7 +444,17 @@ def _check_resume(value) -> None:
     (run_dir / "result.json").unlink()
     spec = validate_spec(json.loads((run_dir / "spec.json").read_text()))
     path = run_dir / target
-    if target == "ckpt-00000004.npz":
+    if isinstance(payload, tuple):  # one metadata key of the newest generation replaced
+        key, new = payload
+        with np.load(path, allow_pickle=False) as archive:
+            content = {k: archive[k] for k in archive.files}
+        meta = json.loads(content["meta"].tobytes())
+        meta[key] = new
+        content["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        with open(path, "wb") as handle:
+            np.savez(handle, **content)
+        _reindex(run_dir)
+    elif target == "ckpt-00000004.npz":
         data = bytearray(path.read_bytes())
         data[payload % len(data)] ^= 0xFF
         path.write_bytes(bytes(data))
@@ -463,8 +473,16 @@ def _check_resume(value) -> None:
 
 test_fuzz_resume, test_fuzz_resume_slow = fuzz_test(
     "resume",
-    st.tuples(st.sampled_from(["ckpt-00000004.npz", "manifest.json", "metrics.jsonl",
-                               "spec.json"]), st.integers(0, 20_000)),
+    st.one_of(
+        st.tuples(st.sampled_from(["ckpt-00000004.npz", "manifest.json", "metrics.jsonl",
+                                   "spec.json"]), st.integers(0, 20_000)),
+        st.tuples(st.just("ckpt-00000004.npz"), st.tuples(
+            st.sampled_from(["rng_state", "loader", "optimizer", "loss_sum", "loss_count",
+                             "wall_time", "train_time", "initial_loss", "step"]),
+            st.one_of(json_values, st.builds(
+                lambda k, v: {"bit_generator": "PCG64", "state": {"state": k, "inc": v},
+                              "has_uint32": 0, "uinteger": 0},
+                st.integers(-(2**130), 2**130), st.integers(-(2**130), 2**130)))))),
 )(_check_resume)
 
 

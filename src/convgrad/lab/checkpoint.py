@@ -315,7 +315,7 @@ def _check_meta(arrays: dict[str, np.ndarray], name: str, step: int,
         raise CheckpointError(f"{name}: no embedded {META_KEY} (and no format-1 manifest)")
     if not isinstance(meta, dict):
         raise CheckpointError(f"{name}: {META_KEY}: expected a JSON object")
-    if meta.get("step") != step or isinstance(meta.get("step"), bool):
+    if not _plain_int(meta.get("step")) or meta["step"] != step:
         raise CheckpointError(
             f"{name}: {META_KEY}.step is {meta.get('step')!r:.40}, the file name says {step}"
         )

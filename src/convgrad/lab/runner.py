@@ -186,8 +186,8 @@ def _restore(
         optimizer.load_state_dict(optimizer_state)
         loader.load_state_dict(manifest["loader"])
         cg.set_rng_state(manifest["rng_state"])
-    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
-        raise CheckpointError(f"{name}: does not fit the run: {error}") from None
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, OverflowError) as error:
+        raise CheckpointError(f"{name}: does not fit the run: {error!r}") from None
 
 
 def _nonfinite_state(model: cg.nn.Module, optimizer: cg.optim.Optimizer) -> list[str]:
