@@ -447,7 +447,7 @@ def test_sigint_during_start_up_is_one_line_and_status_130(tmp_path):
     (tmp_path / "tiny.toml").write_text(_toml(spec_dict(steps=100000)))
     command = [sys.executable, "-m", "convgrad", "run", str(tmp_path / "tiny.toml"), "--quiet",
                "--out", str(tmp_path / "run")]
-    for delay in (0.3, 0.8):
+    for delay in (0.1, 0.25, 0.4, 0.6, 0.9):  # during the imports, the spec, the data, the loop
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
         time.sleep(delay)

@@ -8,14 +8,19 @@ Python's default handler once it runs. Imported as a library, nothing changes.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 
 def interrupted_at_start_up(signum: int, frame: object) -> None:
-    """SIGINT handler while the command line starts: one line, status 130."""
-    print("convgrad: interrupted", file=sys.stderr)
-    raise SystemExit(130)
+    """SIGINT handler while the command line starts: one line, status 130.
+
+    ``os._exit``: nothing is open yet that needs closing, and an exception raised here could
+    surface inside an extension module's import, where it need not end the process cleanly.
+    """
+    print("convgrad: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 _argv = getattr(sys, "argv", None) or [""]

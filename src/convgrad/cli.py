@@ -7,7 +7,9 @@ which adds its parsers and sets ``func`` on each to a callable ``(args) -> int``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -52,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("convgrad: interrupted", file=sys.stderr)
+        if argv is None:  # this process is the command: end it with 130 now
+            _exit_now(130)
         return 130
     except ConvgradError as error:
         print(f"convgrad: error: {error}", file=sys.stderr)
@@ -59,6 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, MemoryError) as error:
         print(f"convgrad: error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
+
+
+def _exit_now(status: int) -> None:
+    """Flush and end the process with ``status``.
+
+    After a Ctrl-C that reached the interpreter inside code it runs through its C API (some
+    libraries' import-time code), CPython ends a process whose KeyboardInterrupt was handled
+    by killing itself with SIGINT anyway (status -2 instead of 130). Every ``finally`` has run
+    by now (the lock is released by the kernel, files are written atomically), so nothing is
+    lost by leaving at once.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
