@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 # Packages whose ``cli`` module contributes subcommands, in the order they are listed in --help.
@@ -33,6 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupts:
+    """SIGINT while a command runs: raises KeyboardInterrupt (as Python's default handler does)
+    and remembers that it came, so that an interrupt which an extension module's import turned
+    into another exception still ends as "interrupted"."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: object) -> None:
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status.
 
@@ -40,29 +54,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     convgrad error or a failed file operation that a subcommand did not handle ends with one line
     naming it (status 2 or 1), never a traceback.
     """
-    from convgrad._startup import interrupted_at_start_up
     from convgrad.errors import ConvgradError
 
-    if signal.getsignal(signal.SIGINT) is interrupted_at_start_up:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # Until the subcommands are imported, convgrad._startup's handler (when the process is
+        # the command) ends it at once; afterwards a KeyboardInterrupt lets every finally run.
+        previous = signal.getsignal(signal.SIGINT)
+    _Interrupts.seen = False
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if previous is not None:
+            signal.signal(signal.SIGINT, _Interrupts.handler)
         if getattr(args, "func", None) is None:
             parser.print_help()
             return 2
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("convgrad: interrupted", file=sys.stderr)
-        if argv is None:  # this process is the command: end it with 130 now
-            _exit_now(130)
-        return 130
     except ConvgradError as error:
         print(f"convgrad: error: {error}", file=sys.stderr)
         return 2
     except (OSError, MemoryError) as error:
+        if _Interrupts.seen:
+            return _interrupted(argv)
         print(f"convgrad: error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return _interrupted(argv)
+    except BaseException as error:
+        if _Interrupts.seen and not isinstance(error, SystemExit):
+            return _interrupted(argv)
+        raise
+    finally:
+        if previous is not None:
+            from convgrad._startup import interrupted_at_start_up
+
+            restore = signal.default_int_handler if previous is interrupted_at_start_up else (
+                previous)
+            signal.signal(signal.SIGINT, restore)
+
+
+def _interrupted(argv: Sequence[str] | None) -> int:
+    print("convgrad: interrupted", file=sys.stderr)
+    if argv is None:  # this process is the command: end it with 130 now
+        _exit_now(130)
+    return 130
 
 
 def _exit_now(status: int) -> None:
