@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="train one experiment (a shipped name or a spec file)",
         description="Train one experiment. Evaluations go to DIR/metrics.jsonl, checkpoints to "
         "DIR/manifest.json + DIR/ckpt-<step>.npz, the outcome to DIR/result.json; a sweep runs "
-        "each point in DIR/<point>.",
+        "each point in DIR/<point>. Exit status: 0 completed; 1 diverged or failed; 2 a usage, "
+        "spec, checkpoint or metrics error; 3 DIR is locked by another convgrad process; 130 "
+        "interrupted.",
     )
     run.add_argument("experiment", metavar="NAME|SPEC.toml")
     run.add_argument("--steps", type=_positive, help="optimizer steps (overrides the spec)")
