@@ -102,7 +102,9 @@ def test_run_writes_metrics_on_schedule_and_a_result(tmp_path):
         assert key in result
     assert result["status"] == "completed" and result["test_acc"] == records[-1]["test_acc"]
     assert result["test_acc"] > 0.3  # above chance (0.1): the synthetic classes are learnable
-    assert sorted(p.name for p in tmp_path.glob("ckpt-*.npz")) == ["ckpt-00000030.npz"]
+    # the two newest generations are kept (train.keep_checkpoints = 2)
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.npz")) == ["ckpt-00000028.npz",
+                                                                   "ckpt-00000030.npz"]
     with pytest.raises(RunExistsError, match="--resume"):
         run_experiment(validate_spec(spec_dict()), tmp_path, progress=False)
 

@@ -4,7 +4,7 @@ A PyTorch-shaped API (``import convgrad as cg``) over an engine whose every grad
 by hand, plus the course's theory as executable checks and an MNIST lab.
 """
 
-from convgrad import nn, optim
+from convgrad import _startup, nn, optim  # noqa: F401  (_startup: Ctrl-C at start-up)
 from convgrad._version import __version__
 from convgrad.autograd import (
     Function,

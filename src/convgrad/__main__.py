@@ -2,6 +2,10 @@
 
 import sys
 
-from convgrad.cli import main
+try:
+    from convgrad.cli import main
+except KeyboardInterrupt:  # Ctrl-C while NumPy and convgrad are still importing
+    print("convgrad: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

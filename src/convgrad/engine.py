@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from convgrad.errors import GradError
+from convgrad.errors import DtypeError, GradError
 
 if TYPE_CHECKING:  # for annotations only: convgrad.autograd imports this module
     from convgrad.autograd import Tensor
@@ -77,11 +77,15 @@ def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
     if isinstance(data, TensorBase):
         data = data.data
     if dtype is not None:
-        return np.array(data, dtype=np.dtype(dtype))
-    if isinstance(data, np.ndarray | np.generic):
+        array = np.array(data, dtype=np.dtype(dtype))
+    elif isinstance(data, np.ndarray | np.generic):
         array = np.array(data)
-        if array.dtype.kind == "f" and array.dtype.itemsize < 4:
-            array = array.astype(DEFAULT_FLOAT)
+    else:
+        array = None
+    if array is not None:
+        if array.dtype.kind == "f" and array.dtype.itemsize < 4:  # float16: no kernel takes it
+            raise DtypeError(f"cannot build a tensor of dtype {array.dtype}: expected float32 or "
+                             "float64 (convert with .astype(np.float32))")
         return array
     array = np.array(data)
     if array.dtype.kind == "f":

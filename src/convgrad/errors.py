@@ -30,3 +30,15 @@ class GradError(ConvgradError, RuntimeError):
 
 class ArgumentTypeError(ConvgradError, TypeError):
     """An argument of the wrong kind (a set where order matters, a non-tensor parameter, ...)."""
+
+
+class CheckpointError(ConvgradError, ValueError):
+    """A checkpoint or run directory that is missing, corrupt, or does not fit the run."""
+
+
+class RunLockedError(ConvgradError, RuntimeError):
+    """Another process holds the lock of a run directory (it is writing that run now)."""
+
+
+class MetricsError(ConvgradError, ValueError):
+    """A ``metrics.jsonl`` line that is not a metrics record (the message gives its number)."""

@@ -35,18 +35,31 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     # O_CREAT | O_EXCL with 0666 gives a fresh file whose mode follows the umask.
     tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp_name, flags, 0o666)
+    try:
+        fd = os.open(tmp_name, flags, 0o666)
+    except OSError as error:
+        raise with_filename(error, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(error, OSError) and error.filename is None:
+            raise with_filename(error, path) from None
         raise
     _fsync_dir(path.parent)
+
+
+def with_filename(error: OSError, path: Path) -> OSError:
+    """``error`` with ``path`` as its file name, so that its message says which file failed
+    ("[Errno 28] No space left on device: 'runs/x/ckpt-00000010.npz'")."""
+    if error.filename is not None:
+        return error
+    return type(error)(error.errno, error.strerror or str(error), str(path))
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
@@ -91,3 +104,76 @@ def sha256_hex(data: bytes) -> str:
 def md5_hex(data: bytes) -> str:
     """The hex MD5 digest of ``data`` (only to compare with the checksums mirrors publish)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+LOCK_NAME = ".convgrad.lock"
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return "unknown"
+    return text if text.isdigit() else "unknown"
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on ``folder``: ``fcntl.flock`` on ``folder/.convgrad.lock``.
+
+    The lock file records the holder's PID. The kernel releases the lock when the holder's file
+    descriptor closes, including when the process dies (SIGKILL included), so no stale lock is
+    ever left; the file itself stays (removing it would race with the next locker). Where
+    ``fcntl`` does not exist (Windows) nothing is locked.
+
+    Raises:
+        RunLockedError: another process (or another open of the file in this one) holds it.
+    """
+    from convgrad.errors import RunLockedError
+
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield path
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise with_filename(error, path) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"{folder} is in use: convgrad process {_lock_holder(path)} is writing it (lock "
+                f"{LOCK_NAME}); wait for it to end or choose another directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)
+
+
+def lock_holder(folder: str | os.PathLike[str]) -> str | None:
+    """The PID (as text) of the process holding ``folder``'s lock, or None when nobody does."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _lock_holder(path)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

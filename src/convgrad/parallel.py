@@ -119,8 +119,13 @@ def parallel_for(
     """
     workers = min(_threads, len(parts))
     if workers < 2 or nbytes < MIN_PARALLEL_BYTES or getattr(_local, "inside", False):
-        for part in parts:
-            fn(part)
+        # With several convgrad threads the products are single-threaded BLAS calls whether
+        # they are split or not, so that their bits never depend on the size of the work or on
+        # what another user thread is doing with the (process-wide) BLAS thread count.
+        switch = blas and _threads > 1 and not getattr(_local, "inside", False)
+        with _single_threaded_blas() if switch else contextlib.nullcontext():
+            for part in parts:
+                fn(part)
         return
     groups = [parts[s] for s in split(len(parts), workers)]
     with _single_threaded_blas() if blas else contextlib.nullcontext():
@@ -134,24 +139,68 @@ def parallel_for(
 
 
 _blas_controllers: list | None = None
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: list[int] = []
 
 
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Set every loaded BLAS to one thread, restoring each one's count afterwards."""
+def _controllers() -> list:
     global _blas_controllers
     if _blas_controllers is None:
         from threadpoolctl import ThreadpoolController
 
         _blas_controllers = ThreadpoolController().select(user_api="blas").lib_controllers
-    saved = [c.get_num_threads() for c in _blas_controllers]
-    for c in _blas_controllers:
-        c.set_num_threads(1)
+    return _blas_controllers
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Set every loaded BLAS to one thread while at least one caller is inside.
+
+    The BLAS thread count is process-wide, so the switch is too: a reference count under a lock.
+    The first caller to enter saves each library's count and sets it to 1; the last one to
+    leave restores the saved counts. Callers in several user threads at once therefore never
+    restore a count another one set (which used to leave OpenBLAS at 1 thread for good).
+    """
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        controllers = _controllers()
+        if _blas_users == 0:
+            _blas_saved = [c.get_num_threads() for c in controllers]
+            for c in controllers:
+                _set_blas_threads(c, 1)
+        _blas_users += 1
     try:
         yield
     finally:
-        for c, n in zip(_blas_controllers, saved, strict=True):
-            c.set_num_threads(n)
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for c, n in zip(controllers, _blas_saved, strict=True):
+                    _set_blas_threads(c, n)
+                _blas_saved = []
+
+
+def _set_blas_threads(controller: object, n: int) -> None:
+    """Set a BLAS's thread count from whichever user thread holds ``_blas_lock``.
+
+    threadpoolctl's ``set_num_threads`` for OpenBLAS (pthreads) silently ignores calls from any
+    thread but the first one that used it (its "controlling thread"), so a switch made from a
+    second user thread would not happen; ``_blas_lock`` already serialises every change convgrad
+    makes, so the library's own setter is called directly where threadpoolctl exposes it.
+    """
+    setter = getattr(controller, "_real_set_num_threads", None) or controller.set_num_threads
+    setter(n)
+
+
+def _forget_blas_users() -> None:
+    """In a forked child no thread of the parent is inside the switch (its count was copied)."""
+    global _blas_lock, _blas_users
+    _blas_lock, _blas_users = threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_blas_users)
 
 
 def thread_buffer(store: threading.local, size: int, dtype: np.dtype) -> np.ndarray:

@@ -17,6 +17,7 @@ from convgrad.data.derived import DigitPairs
 from convgrad.data.errors import DatasetError
 from convgrad.data.mnist import MNIST, fetch
 from convgrad.data.specs import SPECS
+from convgrad.errors import ArgumentError
 from convgrad.files import sha256_hex
 
 
@@ -43,7 +44,9 @@ def register(subparsers: Any) -> None:
     _add_source_arguments(fetch_parser)
     fetch_parser.set_defaults(func=_run_fetch)
 
-    info_parser = actions.add_parser("info", help="show the cache and verify each file's sha256")
+    info_parser = actions.add_parser(
+        "info", help="show the cache and verify each file's sha256 against the published one"
+    )
     _add_dataset_argument(info_parser, allow_all=True)
     info_parser.set_defaults(func=_run_info)
 
@@ -51,10 +54,30 @@ def register(subparsers: Any) -> None:
         "pairs", help="build the two-digit-sum set and print its label distribution"
     )
     pairs_parser.add_argument("--split", choices=("train", "test"), default="train")
-    pairs_parser.add_argument("--n-pairs", type=int, default=10_000, metavar="N")
-    pairs_parser.add_argument("--seed", type=int, default=0)
+    pairs_parser.add_argument("--n-pairs", type=_positive_int, default=10_000, metavar="N")
+    pairs_parser.add_argument("--seed", type=_non_negative_int, default=0)
     _add_source_arguments(pairs_parser)
     pairs_parser.set_defaults(func=_run_pairs)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -131,11 +154,22 @@ def _run_info(args: argparse.Namespace) -> int:
                 print(f"  {file_name}: not cached")
                 status = 1
                 continue
+            published = spec.sha256.get(file_name)
             try:
-                ok = sha256_hex(entry.path.read_bytes()) == entry.sha256
-            except OSError:
-                ok = False
-            verdict = "ok (sha256 verified)" if ok else "CORRUPT (sha256 mismatch or unreadable)"
+                digest = sha256_hex(entry.path.read_bytes())
+            except OSError as error:
+                verdict = f"CORRUPT (unreadable: {error.strerror or error})"
+            else:
+                if digest != entry.sha256:
+                    verdict = "CORRUPT (sha256 does not match the cache manifest)"
+                elif published is not None and digest != published:
+                    verdict = (f"CORRUPT (sha256 {digest[:12]}... differs from the published "
+                               f"{published[:12]}...)")
+                elif published is not None:
+                    verdict = "ok (sha256 verified)"
+                else:
+                    verdict = "ok (sha256 matches the cache manifest; no published hash to check)"
+            ok = verdict.startswith("ok")
             print(f"  {file_name}: {verdict}, {entry.size} bytes, from {entry.source}")
             status = status if ok else 1
     return status
@@ -145,7 +179,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
     try:
         base = MNIST(args.split, root=args.root, download=not args.offline)
         pairs = DigitPairs(base, args.n_pairs, args.seed)
-    except DatasetError as error:
+    except (DatasetError, ArgumentError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"pairs drawn from the {args.split} split only ({len(base)} images)")

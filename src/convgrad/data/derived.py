@@ -118,6 +118,24 @@ def _balanced_quota(available: np.ndarray, n: int, rng: np.random.Generator) -> 
     return quota
 
 
+def _physical_memory() -> int | None:
+    """Bytes of RAM on this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits_in_memory(owner: str, what: str, nbytes: int) -> None:
+    """Refuse, before allocating, a dataset larger than the machine's memory."""
+    memory = _physical_memory()
+    if memory is not None and nbytes > memory:
+        raise ArgumentError(
+            f"{owner}: {what} needs {nbytes / 2**30:,.1f} GiB, more than this machine's "
+            f"{memory / 2**30:,.1f} GiB of memory"
+        )
+
+
 class DigitPairs(ArrayDataset):
     """Two digits stacked vertically, labelled with their sum: the two-digit-sum task.
 
@@ -155,6 +173,11 @@ class DigitPairs(ArrayDataset):
                 "DigitPairs: expected a non-empty base dataset, received 0 examples"
             )
         num_digits = len(getattr(base, "classes", ())) or int(base_labels.max()) + 1
+        _check_fits_in_memory(
+            "DigitPairs", f"n_pairs={n_pairs}",
+            int(n_pairs) * (2 * int(np.prod(np.shape(base.images)[1:])) * base.images.dtype.itemsize
+                            + 5 * 8),
+        )
         rng = np.random.default_rng(seed)
         pair_indices = rng.integers(0, base_labels.size, size=(int(n_pairs), 2), dtype=np.int64)
         images = base.images[pair_indices]  # (n_pairs, 2, H, W)

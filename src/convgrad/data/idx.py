@@ -101,6 +101,11 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         )
     shape = struct.unpack(f">{ndim}I", data[4:header_size])
     dtype = IDX_DTYPES[type_code]
+    if math.prod(max(1, size) for size in shape) * dtype.itemsize >= 2**63:
+        # with a zero size the data is empty, but NumPy still refuses such a shape
+        raise DatasetError(
+            f"{name}: the header declares shape {shape}, too large for any array"
+        )
     expected = math.prod(shape) * dtype.itemsize
     actual = len(data) - header_size
     if actual != expected:

@@ -378,8 +378,9 @@ def load_files(
     except CacheMiss as error:
         note(cache_description, str(error))
     except DatasetError as error:
-        note(cache_description, str(error))
-        logger.warning("%s; fetching the files again from the other sources", error)
+        note(cache_description, _reason(error, cache_description))
+        if say is None:  # say has already shown the line
+            logger.warning("%s; fetching the files again from the other sources", error)
     else:
         note(cache_description, "ok")
         paths = {name: cache.folder / name for name in names}
@@ -397,9 +398,10 @@ def load_files(
             check_splits(spec, arrays, source.description)
             files = encode_verified(spec, arrays, source.description)
         except DatasetError as error:
-            note(source.description, str(error))
-            if source is sources[0] and root is not None:
-                logger.warning("%s: %s; trying the other sources", source.description, error)
+            reason = _reason(error, source.description)
+            note(source.description, reason)
+            if source is sources[0] and root is not None and say is None:
+                logger.warning("%s: %s; trying the other sources", source.description, reason)
             continue
         note(source.description, "ok")
         cached: dict[str, Path] = {}
@@ -410,6 +412,11 @@ def load_files(
             logger.warning("could not write the cache %s: %s", cache.folder, error)
         return Fetched(arrays, source.description, cache.folder, cached, attempts)
     raise DatasetError(_not_found_message(spec, names, attempts, cache.folder))
+
+
+def _reason(error: DatasetError, origin: str) -> str:
+    """The error's message without a leading ``origin: `` (the caller names the source once)."""
+    return str(error).removeprefix(f"{origin}: ")
 
 
 def _not_found_message(

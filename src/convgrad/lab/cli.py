@@ -1,7 +1,9 @@
 """The lab's subcommands: ``run``, ``list``, ``report`` and ``reproduce``.
 
-Exit status: 0 done; 1 a run diverged or failed; 2 a usage or spec error (the message, on
-stderr, names the key path; no traceback).
+Exit status: 0 done; 1 a run diverged or failed (including a write error, whose message names
+the file); 2 a usage, spec, checkpoint or metrics error (the message, on stderr, names the file or
+key path; no traceback); 3 the run directory is locked by another convgrad process (the message
+names the directory and that process's PID); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
 
 def _error(message: str) -> None:
@@ -45,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="train one experiment (a shipped name or a spec file)",
         description="Train one experiment. Evaluations go to DIR/metrics.jsonl, checkpoints to "
         "DIR/manifest.json + DIR/ckpt-<step>.npz, the outcome to DIR/result.json; a sweep runs "
-        "each point in DIR/<point>.",
+        "each point in DIR/<point>. Exit status: 0 completed; 1 diverged or failed; 2 a usage, "
+        "spec, checkpoint or metrics error; 3 DIR is locked by another convgrad process; 130 "
+        "interrupted.",
     )
     run.add_argument("experiment", metavar="NAME|SPEC.toml")
     run.add_argument("--steps", type=_positive, help="optimizer steps (overrides the spec)")
@@ -58,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="continue the run in --out from its last checkpoint")
     run.add_argument("--jobs", type=_positive, default=1,
                      help="sweep points to run in parallel processes (default: 1)")
+    run.add_argument("--keep-checkpoints", type=_positive, metavar="K",
+                     help="checkpoint generations to keep (default: train.keep_checkpoints, 2)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
     _add_tensorboard(run)
@@ -103,7 +109,7 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``convgrad run``."""
-    from convgrad.lab.checkpoint import CheckpointError
+    from convgrad.errors import ConvgradError, RunLockedError
     from convgrad.lab.reproduce import run_tasks, tasks_for
     from convgrad.lab.spec import SpecError, resolve_spec
 
@@ -116,7 +122,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _error(str(error))
         return EXIT_USAGE
     out = args.out or Path("runs") / spec.name
-    tasks = tasks_for(spec, out, resume=args.resume, budget=args.budget or "custom")
+    keep = getattr(args, "keep_checkpoints", None)
+    tasks = tasks_for(spec, out, resume=args.resume, budget=args.budget or "custom",
+                      keep_checkpoints=keep)
     if args.jobs > 1 and len(tasks) > 1:
         results = run_tasks(tasks, args.jobs, progress=False, say=print)
         return _exit_status(results)
@@ -128,11 +136,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             outcome = run_experiment(
                 task.spec, task.run_dir, resume=task.resume,
                 progress=False if args.quiet else None, budget=task.budget,
+                keep_checkpoints=keep,
             )
-        except (SpecError, CheckpointError) as error:
+        except RunLockedError as error:
+            _error(str(error))
+            return EXIT_LOCKED
+        except ConvgradError as error:
             _error(str(error))
             return EXIT_USAGE
-        except (OSError, ValueError) as error:
+        except (OSError, MemoryError) as error:
             _error(f"{task.label} failed: {error}")
             return EXIT_FAILED
         result = outcome.result
@@ -149,7 +161,11 @@ def _exit_status(results: list[dict]) -> int:
         if result["status"] != "completed":
             _error(f"{result['name']} {result.get('point', '')}: {result['status']}: "
                    f"{result.get('message', '')}")
-    return EXIT_OK if all(r["status"] == "completed" for r in results) else EXIT_FAILED
+    if all(r["status"] == "completed" for r in results):
+        return EXIT_OK
+    if all(r["status"] in ("completed", "locked") for r in results):
+        return EXIT_LOCKED
+    return EXIT_FAILED
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -162,6 +178,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``convgrad report DIR``."""
+    from convgrad.errors import ConvgradError
     from convgrad.lab.report import write_report
 
     if not args.directory.is_dir():
@@ -169,9 +186,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         markdown, html = write_report(args.directory)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ConvgradError) as error:
         _error(str(error))
         return EXIT_USAGE
+    except OSError as error:
+        _error(f"cannot write the report in {args.directory}: {error}")
+        return EXIT_FAILED
     print(f"wrote {markdown} and {html}")
     return EXIT_OK
 
@@ -199,7 +219,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = run_tasks(tasks, args.jobs, progress=False if args.quiet else None, say=print)
     print(f"all runs ended after {time.perf_counter() - started:.0f} s")
-    markdown, html = write_report(out, command=_command_line(args, out))
+    try:
+        markdown, html = write_report(out, command=_command_line(args, out))
+    except OSError as error:
+        _error(f"cannot write the report in {out}: {error}")
+        return EXIT_FAILED
     print(f"wrote {markdown} and {html}")
     return _exit_status(results)
 

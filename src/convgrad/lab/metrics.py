@@ -25,6 +25,8 @@ import numpy as np
 
 import convgrad as cg
 from convgrad import nn
+from convgrad.errors import MetricsError
+from convgrad.files import atomic_write, with_filename
 
 WALL_TIME_FIELDS = ("wall_time",)
 
@@ -71,34 +73,64 @@ class MetricsLog:
         self.path = Path(path)
 
     def read(self) -> list[dict[str, Any]]:
-        """Every complete line (a torn last line, from a kill mid-write, is ignored)."""
-        if not self.path.is_file():
+        """Every record, in order.
+
+        A torn last line (no newline: a kill mid-write) is ignored. Any other line that is not a
+        JSON object with an integer ``step`` >= 0 is an error: later lines are never dropped.
+
+        Raises:
+            MetricsError: the file is unreadable or holds a bad line (its number is given).
+        """
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
             return []
+        except OSError as error:
+            raise MetricsError(f"{self.path}: cannot read it ({error.strerror or error})") from None
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline
         records = []
-        for line in self.path.read_text().splitlines():
+        for number, line in enumerate(lines, start=1):
+            records.append(self._parse(line, number))
+        if torn:
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                records.append(self._parse(torn, len(lines) + 1))
+            except MetricsError:
+                pass  # a line cut short by a kill; truncate_after drops it
         return records
 
+    def _parse(self, line: bytes, number: int) -> dict[str, Any]:
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise MetricsError(f"{self.path}: line {number}: not valid JSON ({error})") from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise MetricsError(
+                f"{self.path}: line {number}: expected an object with an integer step >= 0, "
+                f"received {line[:80].decode('utf-8', 'replace')!r}"
+            )
+        return record
+
     def truncate_after(self, step: int) -> None:
-        """Keep only the lines with ``step <= step``: what a checkpoint at ``step`` had seen."""
+        """Keep only the lines with ``step <= step``: what a checkpoint at ``step`` had seen.
+
+        Raises:
+            MetricsError: a bad line (nothing is changed then).
+        """
         kept = [record for record in self.read() if record["step"] <= step]
         payload = "".join(json.dumps(record) + "\n" for record in kept)
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        with open(temporary, "w") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        atomic_write(self.path, payload.encode())
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one line and fsync it."""
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise with_filename(error, self.path) from None
 
 
 def strip_wall_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

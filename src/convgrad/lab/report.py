@@ -8,13 +8,15 @@ twice: Markdown with the figures saved under ``plots/``, HTML with them embedded
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convgrad.files import atomic_write
+from convgrad.errors import MetricsError
+from convgrad.files import atomic_write, lock_holder
 from convgrad.lab import plots
 from convgrad.lab.metrics import MetricsLog
 
@@ -55,20 +57,60 @@ class Run:
         return self.result.get("test_acc")
 
 
+_NUMBER = (int, float)
+_RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str, "point": str, "status": str, "message": str, "budget": str, "dataset": str,
+    **{key: _NUMBER for key in (
+        "keep_prob", "test_acc", "train_acc", "test_examples", "wall_time", "train_time",
+        "samples_per_s", "steps", "steps_done", "parameters", "batch_size", "reference",
+        "target", "target_max", "max_params", "seed", "diverged_step", "last_checkpoint_step",
+    )},
+}
+
+
+def _well_formed(result: Any) -> bool:
+    """A JSON object whose fields the report reads have the types convgrad writes (or null)."""
+    if not isinstance(result, dict):
+        return False
+    for key, types in _RESULT_TYPES.items():
+        value = result.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            return False
+        if isinstance(value, float) and value != value:  # nan sorts and compares badly
+            return False
+    return True
+
+
 def collect_runs(directory: Path) -> list[Run]:
     """Every run under ``directory`` that has a ``result.json``, in the course's order."""
     from convgrad.lab.spec import EXPERIMENT_ORDER
 
     runs = []
-    for result_path in sorted(Path(directory).rglob("result.json")):
+    for result_path in sorted({*Path(directory).rglob("result.json"),
+                               *Path(directory).rglob("spec.json")}):
         run_dir = result_path.parent
+        if result_path.name == "spec.json" and (run_dir / "result.json").is_file():
+            continue  # listed through its result.json
         try:
-            result = json.loads(result_path.read_text())
             spec_path = run_dir / "spec.json"
             spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
-        except json.JSONDecodeError:
+            holder = lock_holder(run_dir)
+            if holder is not None:  # a process is writing this run now (its result is stale)
+                result = {"status": "running", "message": f"running (process {holder})"}
+            elif result_path.name == "spec.json":
+                continue  # never finished, nobody running it: an interrupted run
+            else:
+                result = json.loads(result_path.read_text())
+            metrics = MetricsLog(run_dir / "metrics.jsonl").read()
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, MetricsError):
             continue
-        runs.append(Run(run_dir, result, spec, MetricsLog(run_dir / "metrics.jsonl").read()))
+        if not (_well_formed(result) and isinstance(spec, dict) and _well_formed(
+            {k: spec.get(k) for k in ("name", "point")}
+        )):
+            continue  # not written by convgrad: skipped rather than a traceback
+        runs.append(Run(run_dir, result, spec, metrics))
     runs.sort(key=lambda r: (EXPERIMENT_ORDER.get(r.name, len(EXPERIMENT_ORDER)), r.name,
                              r.result.get("keep_prob") or 0.0))
     labels = [run.label for run in runs]
@@ -396,13 +438,22 @@ def write_report(directory: str | Path, command: str | None = None) -> tuple[Pat
     directory = Path(directory)
     report = build_report(directory, command)
     markdown, files = render_markdown(report)
-    for relative, payload in files.items():
-        path = directory / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, payload)
-    markdown_path, html_path = directory / "report.md", directory / "report.html"
-    atomic_write(markdown_path, markdown.encode())
-    atomic_write(html_path, render_html(report).encode())
+    made = []
+    try:
+        for relative, payload in files.items():
+            path = directory / relative
+            if not path.parent.is_dir():
+                path.parent.mkdir(parents=True)
+                made.append(path.parent)
+            atomic_write(path, payload)
+        markdown_path, html_path = directory / "report.md", directory / "report.html"
+        atomic_write(markdown_path, markdown.encode())
+        atomic_write(html_path, render_html(report).encode())
+    except OSError:
+        for folder in made:  # a full disk leaves no empty plots/ behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     return markdown_path, html_path
 
 

@@ -9,12 +9,15 @@ Longest runs are submitted first, so the pool ends with the short ones.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ class Task:
     run_dir: Path
     resume: bool = False
     budget: str = "custom"
+    keep_checkpoints: int | None = None
 
     @property
     def label(self) -> str:
@@ -55,11 +59,17 @@ class Task:
 
 
 def tasks_for(
-    spec: ExperimentSpec, out_dir: Path, *, resume: bool = False, budget: str = "custom"
+    spec: ExperimentSpec,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    budget: str = "custom",
+    keep_checkpoints: int | None = None,
 ) -> list[Task]:
     """One task per sweep point (``out_dir/keep-0.5``), or one task in ``out_dir``."""
     return [
-        Task(point_spec, Path(out_dir) / point if point else Path(out_dir), resume, budget)
+        Task(point_spec, Path(out_dir) / point if point else Path(out_dir), resume, budget,
+             keep_checkpoints)
         for point, point_spec in spec.sweep_points()
     ]
 
@@ -80,6 +90,7 @@ def suite_tasks(
 def _run_task(payload: dict[str, Any], threads: int | None, progress: bool) -> dict[str, Any]:
     """Worker: run one task with BLAS and convgrad limited to ``threads``; never raises."""
     import convgrad as cg
+    from convgrad.errors import RunLockedError
     from convgrad.lab.runner import run_experiment
 
     if threads is not None:
@@ -91,9 +102,15 @@ def _run_task(payload: dict[str, Any], threads: int | None, progress: bool) -> d
         with threadpool_limits(limits=threads):
             outcome = run_experiment(
                 spec, payload["run_dir"], resume=payload["resume"], progress=progress,
-                budget=payload["budget"],
+                budget=payload["budget"], keep_checkpoints=payload.get("keep_checkpoints"),
             )
         return {**outcome.result, "status": outcome.status, "run_dir": str(outcome.run_dir)}
+    except RunLockedError as error:  # another process is writing this run: not a failure of it
+        return {
+            "name": spec.name, "point": spec.point, "status": "locked",
+            "run_dir": payload["run_dir"], "message": str(error),
+            "wall_time": time.perf_counter() - started,
+        }
     except Exception as error:  # reported as a failed run; the suite goes on
         return {
             "name": spec.name, "point": spec.point, "status": "failed",
@@ -127,7 +144,7 @@ def run_tasks(
     threads = max(1, cores // jobs)
     payloads = [
         {"spec": t.spec.model_dump(mode="json"), "run_dir": str(t.run_dir), "resume": t.resume,
-         "budget": t.budget}
+         "budget": t.budget, "keep_checkpoints": t.keep_checkpoints}
         for t in tasks
     ]
     results: list[dict[str, Any] | None] = [None] * len(tasks)
@@ -139,13 +156,37 @@ def run_tasks(
         return results  # type: ignore[return-value]
     order = sorted(range(len(tasks)), key=lambda i: -tasks[i].cost)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_run_task, payloads[i], threads, False): i for i in order}
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    try:
+        # Workers start with SIGINT ignored (inherited through exec): a Ctrl-C reaches the whole
+        # process group, and only this process should react to it, with one line, not one
+        # traceback per worker. Each worker's run-directory lock is released when it is ended.
+        with _sigint_ignored():
+            futures = {pool.submit(_run_task, payloads[i], threads, False): i for i in order}
         for future in as_completed(futures):
             index = futures[future]
             results[index] = future.result()
             say(_summary_line(tasks[index], results[index]))
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return results  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT meanwhile (in the main thread; elsewhere signal handlers cannot change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _summary_line(task: Task, result: dict[str, Any]) -> str:

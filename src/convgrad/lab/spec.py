@@ -66,7 +66,18 @@ class SpecError(ArgumentError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """``steps = true`` is not 1: a boolean is accepted only where the field is a bool."""
+        if isinstance(data, Mapping):
+            for key, value in data.items():
+                field = cls.model_fields.get(key)
+                if isinstance(value, bool) and field is not None and field.annotation is not bool:
+                    raise ValueError(f"{key}: expected a number, received {str(value).lower()}")
+        return data
 
 
 # ---------------------------------------------------------------------------------- datasets
@@ -300,6 +311,9 @@ class TrainSpec(_Strict):
         eval_train_examples: size of the fixed training subset whose accuracy is logged.
         eval_test_examples: size of the fixed test subset evaluated *during* training; the last
             evaluation always uses the whole test set. 0 means the whole test set every time.
+        keep_checkpoints: checkpoint generations kept (the newest that verifies is resumed).
+        loss_ceiling_factor: a step's loss above this multiple of the run's first loss counts as
+            divergence, like inf or nan.
     """
 
     batch_size: PositiveInt = 50
@@ -308,6 +322,8 @@ class TrainSpec(_Strict):
     checkpoint_every: PositiveInt | None = None
     eval_train_examples: PositiveInt = 1000
     eval_test_examples: Annotated[int, Field(ge=0)] = 2000
+    keep_checkpoints: PositiveInt = 2
+    loss_ceiling_factor: Annotated[float, Field(gt=1.0)] = 1e4
 
 
 class BudgetSpec(_Strict):
@@ -551,6 +567,9 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise SpecError(f"cannot read spec {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"invalid spec {path}: not UTF-8 text ({error.reason} at byte "
+                        f"{error.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
