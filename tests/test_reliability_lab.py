@@ -283,13 +283,15 @@ def test_non_finite_optimizer_state_is_divergence_even_below_the_loss_ceiling(
 
 
 def test_save_checkpoint_refuses_inf_and_nan(tmp_path):
-    state = {"state": [{"step": 1, "exp_avg": np.array([np.inf])}], "defaults": {"lr": 0.1}}
+    state = {"state": {0: {"step": 1, "exp_avg": np.array([np.inf])}},
+             "param_groups": [{"lr": 0.1, "params": [0]}]}
     extra = {"rng_state": {}, "loader": {}, "loss_sum": 0.0, "loss_count": 0, "wall_time": 0.0,
              "train_time": 0.0}
     with pytest.raises(NonFiniteError, match="optimizer/0/exp_avg"):
         save_checkpoint(tmp_path, 1, {"w": np.ones(1)}, state, extra)
     with pytest.raises(NonFiniteError, match="scalars"):
-        save_checkpoint(tmp_path, 1, {"w": np.ones(1)}, {"state": [], "defaults": {}},
+        save_checkpoint(tmp_path, 1, {"w": np.ones(1)},
+                        {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]},
                         {**extra, "loss_sum": float("nan")})
     assert list(tmp_path.iterdir()) == []
 

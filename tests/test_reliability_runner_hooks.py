@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import convgrad as cg  # noqa: E402
 from convgrad.lab.checkpoint import load_checkpoint  # noqa: E402
 from convgrad.lab.runner import (  # noqa: E402
     Checkpointer,
@@ -31,7 +32,8 @@ class HalvingLR:
     def step(self) -> None:
         self.count += 1
         if self.count % 3 == 0:
-            self.optimizer.lr = self.optimizer.lr / 2
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] / 2
 
     def state_dict(self) -> dict:
         return {"count": self.count}
@@ -47,7 +49,7 @@ def test_a_scheduler_hook_is_checkpointed_and_resumes_bit_identically(tmp_path):
                           stop_after=10).status == "stopped"
     manifest = load_checkpoint(parts, warn=lambda line: None)[0]
     assert manifest["scheduler"] == {"count": 10}
-    assert manifest["optimizer"]["defaults"]["lr"] == pytest.approx(3e-3 / 8)
+    assert manifest["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-3 / 8)
     assert run_experiment(tiny(), parts, resume=True, progress=False, scheduler=HalvingLR).ok
     assert_same_weights(whole, parts)
     plain = tmp_path / "plain"
@@ -79,3 +81,18 @@ def test_run_state_and_hooks_round_trip_their_state():
     assert fresh.initial_loss == 2.5
     for hook in (Evaluator, Checkpointer, DivergenceGuard):
         assert issubclass(hook, Hook)
+
+
+def test_a_convgrad_scheduler_plugs_in_and_resumes_bit_identically(tmp_path):
+    def step_lr(optimizer):
+        return cg.optim.lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.5)
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_experiment(tiny(), whole, progress=False, scheduler=step_lr).ok
+    assert run_experiment(tiny(), parts, progress=False, scheduler=step_lr,
+                          stop_after=10).status == "stopped"
+    manifest = load_checkpoint(parts, warn=lambda line: None)[0]
+    assert manifest["scheduler"]["last_epoch"] == 10
+    assert manifest["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-3 / 4)
+    assert run_experiment(tiny(), parts, resume=True, progress=False, scheduler=step_lr).ok
+    assert_same_weights(whole, parts)
