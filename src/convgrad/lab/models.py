@@ -26,6 +26,7 @@ from convgrad.lab.spec import (
     SharedTowerModel,
     SpecError,
     Split,
+    SumDistributionLayer,
 )
 
 _PLAIN = {
@@ -50,18 +51,23 @@ class SplitShared(nn.Module):
         head: applied to the concatenation.
         axis: ``"height"``, ``"width"`` or ``"channels"`` of the (N, C, H, W) input.
         parts: number of equal parts (the size along ``axis`` is floored to a multiple).
+        stem: applied to the whole input before the split (default: none). With the convolutions
+            in the stem, the halves are split after pooling and the tower starts at ``flatten``.
 
     Shape:
         - input: (N, C, H, W); each part (N, C, H // parts, W) for ``axis="height"``.
-        - output: ``head(cat([flatten(tower(part_k)) for k], dim=1))``.
+        - output: ``head(cat([flatten(tower(part_k)) for k], dim=1))``, the parts cut from
+          ``stem(input)``.
     """
 
     _AXES = {"channels": 1, "height": 2, "width": 3}
 
-    def __init__(self, tower: nn.Module, head: nn.Module, axis: str = "height", parts: int = 2):
+    def __init__(self, tower: nn.Module, head: nn.Module, axis: str = "height", parts: int = 2,
+                 stem: nn.Module | None = None):
         super().__init__()
         if axis not in self._AXES:
             raise SpecError(f"split.axis: expected one of {sorted(self._AXES)}, received {axis!r}")
+        self.stem = stem
         self.tower = tower
         self.head = head
         self.axis = axis
@@ -79,11 +85,64 @@ class SplitShared(nn.Module):
         return slices
 
     def forward(self, input: cg.Tensor) -> cg.Tensor:
+        if self.stem is not None:
+            input = self.stem(input)
         features = [self.tower(part).flatten(1) for part in self.split(input)]
         return self.head(cg.cat(features, dim=1))
 
     def extra_repr(self) -> str:
         return f"axis={self.axis!r}, parts={self.parts}"
+
+
+class SumDistribution(nn.Module):
+    """Log-probabilities of the sum of two independent digits, from each digit's logits.
+
+    With p1 = softmax(a) and p2 = softmax(b) the distributions of the two digits (K classes),
+    the sum s = i + j has ``p(s) = sum_k p1(k) p2(s - k)``: the discrete convolution of p1 and
+    p2. In log space, with ``L[i, j] = log p1(i) + log p2(j)`` (the outer sum, K*K values) and
+    ``M`` the fixed 0/1 matrix (K*K, 2K - 1) with ``M[(i, j), s] = [i + j == s]``::
+
+        log p(s) = m + log(exp(L - m) @ M + tiny),   m = max_{i, j} L[i, j]
+
+    Shifting by m keeps exp from underflowing for every sum near the likeliest one (the largest
+    term is exp(0) = 1); ``tiny`` (1e-30) keeps log finite for a sum whose terms all underflow
+    (more than 69 nats below the likeliest). m is a constant shift (the result does not depend
+    on it), so it is detached. Built from the engine's ops, so the backward is theirs:
+    ``dlog p(s)/dL[i, j] = [i + j == s] p1(i) p2(j) / p(s)``.
+
+    Trained with cross-entropy on the sum alone (the output is already normalised, so
+    log_softmax leaves it as it is), the network learns to read each digit without digit labels.
+
+    Shape:
+        - input: (N, 2K), the first digit's logits then the second's.
+        - output: (N, 2K - 1) log-probabilities of the sums 0 .. 2K - 2.
+    """
+
+    TINY = 1e-30
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.classes = int(classes)
+        i, j = np.divmod(np.arange(self.classes**2), self.classes)
+        matrix = np.zeros((self.classes**2, 2 * self.classes - 1), dtype=np.float32)
+        matrix[np.arange(self.classes**2), i + j] = 1.0
+        self.matrix = matrix  # (K*K, 2K - 1), a constant, not a parameter
+
+    def forward(self, input: cg.Tensor) -> cg.Tensor:
+        k = self.classes
+        if input.ndim != 2 or input.shape[1] != 2 * k:
+            raise SpecError(
+                f"SumDistribution({k}): expected input (N, {2 * k}), received {input.shape}"
+            )
+        first = cg.nn.functional.log_softmax(input[:, :k], dim=1)  # (N, K)
+        second = cg.nn.functional.log_softmax(input[:, k:], dim=1)  # (N, K)
+        outer = (first.unsqueeze(2) + second.unsqueeze(1)).reshape(input.shape[0], k * k)
+        shift = outer.max(dim=1, keepdim=True).values.detach()  # (N, 1)
+        matrix = cg.tensor(self.matrix, dtype=input.dtype)
+        return shift + ((outer - shift).exp() @ matrix + self.TINY).log()
+
+    def extra_repr(self) -> str:
+        return f"classes={self.classes}"
 
 
 def _probe(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -119,6 +178,13 @@ def _layer(spec, shape: tuple[int, ...], num_classes: int, path: str) -> nn.Modu
         return nn.Dropout(spec.p)
     if isinstance(spec, PlainLayer):
         return _PLAIN[spec.type]()
+    if isinstance(spec, SumDistributionLayer):
+        if len(shape) != 2 or shape[1] % 2:
+            raise SpecError(
+                f"{path}: sum_distribution expects (N, 2K) input (two digits' logits), the "
+                f"layers before give {shape}"
+            )
+        return SumDistribution(shape[1] // 2)
     raise SpecError(f"{path}: unsupported layer {spec!r}")  # pragma: no cover
 
 
@@ -297,12 +363,15 @@ def _build_shared(
     spec: SharedTowerModel, example: tuple[int, ...], num_classes: int
 ) -> tuple[SplitShared, tuple[int, ...]]:
     split: Split = spec.split
+    stem = None
+    if spec.stem:
+        stem, example = build_stack(spec.stem, example, num_classes, "model.stem")
     probe = SplitShared(nn.Identity(), nn.Identity(), split.axis, split.parts)
     part_shape = tuple(probe.split(cg.tensor(np.zeros(example, dtype=np.float32)))[0].shape)
     tower, tower_shape = build_stack(spec.tower, part_shape, num_classes, "model.tower")
     features = int(np.prod(tower_shape[1:])) * split.parts
     head, head_shape = build_stack(spec.head, (1, features), num_classes, "model.head")
-    return SplitShared(tower, head, split.axis, split.parts), head_shape
+    return SplitShared(tower, head, split.axis, split.parts, stem), head_shape
 
 
 def count_parameters(model: nn.Module) -> int:

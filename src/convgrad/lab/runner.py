@@ -28,7 +28,6 @@ import numpy as np
 from tqdm import tqdm
 
 import convgrad as cg
-from convgrad.data import DataLoader
 from convgrad.files import atomic_write_json
 from convgrad.lab.checkpoint import (
     MANIFEST,
@@ -37,9 +36,10 @@ from convgrad.lab.checkpoint import (
     remove_orphans,
     save_checkpoint,
 )
-from convgrad.lab.datasets import Datasets, load_datasets
+from convgrad.lab.datasets import Datasets, datasets_for, make_loader
 from convgrad.lab.metrics import MetricsLog, accuracy, fixed_subset
 from convgrad.lab.models import build_model, count_parameters
+from convgrad.lab.selection import Selection
 from convgrad.lab.spec import AdamSpec, ExperimentSpec, SpecError, dropout_of, validate_spec
 
 COMPLETED, DIVERGED = "completed", "diverged"
@@ -150,11 +150,12 @@ def run_experiment(
     atomic_write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
     remove_orphans(run_dir)
 
-    data = datasets or load_datasets(spec.dataset)
+    data = datasets or datasets_for(spec)
     cg.manual_seed(spec.seed)
     model = build_model(spec.model, data.input_shape, data.num_classes)
     optimizer = make_optimizer(spec, model)
-    loader = DataLoader(data.train, spec.train.batch_size, shuffle=True, seed=spec.seed)
+    loader = make_loader(data, spec.train.batch_size, spec.seed)
+    selection = Selection(run_dir, data.validation)
     train_eval = fixed_subset(data.train, spec.train.eval_train_examples, spec.seed)
     test_eval = fixed_subset(data.test, spec.train.eval_test_examples, spec.seed)
     log = MetricsLog(run_dir / "metrics.jsonl")
@@ -246,6 +247,7 @@ def run_experiment(
                     "test_acc": last_test_acc,
                     "test_examples": len(test_labels),
                     "wall_time": round(elapsed + time.perf_counter() - session_start, 3),
+                    **selection.evaluate(step, model),
                 })
                 loss_sum, loss_count = 0.0, 0
                 bar.set_postfix(loss=f"{value:.3f}", acc=f"{last_test_acc:.4f}")
@@ -286,6 +288,7 @@ def run_experiment(
         "samples_per_s": round(step * spec.train.batch_size / max(train_time, 1e-9), 1),
         "message": f"test accuracy {final.get('test_acc', float('nan')):.4f} after {step} steps",
     }
+    result.update(selection.finish(model, data.test))
     atomic_write_json(result_path, result)
     return RunOutcome(COMPLETED, run_dir, result)
 
