@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 import shutil
 
 import matplotlib.image
 import pytest
 
-from convgrad.lab.datasets import dataset_geometry
-from convgrad.lab.models import build_model, count_parameters
 from convgrad.lab.report import (
     build_report,
     render_html,
@@ -22,43 +19,16 @@ from convgrad.lab.report import (
     write_report,
 )
 from convgrad.lab.spec import builtin_names, registry, resolve_spec
+from lab_fixtures import fake_run, fake_suite
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ["Summary", "Targets", "Experiments", "Overfitting: train against test accuracy",
             "Accuracy vs keep probability", "Parameters vs accuracy", "Digit sum vs its ceiling"]
 
 
-def fake_run(run_dir, spec, accuracy, parameters, seed=0):
-    """The files a finished run leaves, without training."""
-    run_dir.mkdir(parents=True)
-    (run_dir / "spec.json").write_text(json.dumps(spec.model_dump(mode="json")))
-    steps = spec.train.steps
-    with open(run_dir / "metrics.jsonl", "w") as handle:
-        for k, step in enumerate(range(steps // 4, steps + 1, steps // 4), start=1):
-            handle.write(json.dumps({"step": step, "train_loss": 1.0 / k, "train_acc": 0.8 + k / 25,
-                                     "test_acc": accuracy - (4 - k) / 50, "test_examples": 10000,
-                                     "wall_time": 10.0 * k}) + "\n")
-    keep = None if spec.point == "" else float(spec.point.removeprefix("keep-"))
-    result = {"name": spec.name, "point": spec.point, "keep_prob": keep, "status": "completed",
-              "budget": "quick", "seed": seed, "dataset": spec.dataset.kind, "steps": steps,
-              "steps_done": steps, "batch_size": 50, "parameters": parameters,
-              "reference": spec.reference, "target": spec.target, "target_max": spec.target_max,
-              "max_params": spec.max_params, "test_acc": accuracy, "train_acc": 0.96,
-              "test_examples": 10000, "wall_time": 40.0, "samples_per_s": 250.0}
-    (run_dir / "result.json").write_text(json.dumps(result))
-
-
 @pytest.fixture(scope="module")
 def suite_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("suite")
-    for index, name in enumerate(builtin_names()):
-        spec = resolve_spec(name).with_overrides(budget="quick")
-        for point, point_spec in spec.sweep_points():
-            shape, classes = dataset_geometry(point_spec.dataset)
-            parameters = count_parameters(build_model(point_spec.model, shape, classes))
-            run_dir = root / name / point if point else root / name
-            fake_run(run_dir, point_spec, 0.9 + index / 100, parameters)
-    return root
+    return fake_suite(tmp_path_factory.mktemp("suite"))
 
 
 @pytest.fixture(scope="module")

@@ -99,16 +99,17 @@ class SumDistribution(nn.Module):
 
     With p1 = softmax(a) and p2 = softmax(b) the distributions of the two digits (K classes),
     the sum s = i + j has ``p(s) = sum_k p1(k) p2(s - k)``: the discrete convolution of p1 and
-    p2. In log space, with ``L[i, j] = log p1(i) + log p2(j)`` (the outer sum, K*K values) and
-    ``M`` the fixed 0/1 matrix (K*K, 2K - 1) with ``M[(i, j), s] = [i + j == s]``::
+    p2. It is computed in log space, exactly, with one log-sum-exp per sum:
 
-        log p(s) = m + log(exp(L - m) @ M + tiny),   m = max_{i, j} L[i, j]
+        L[i, j] = log p1(i) + log p2(j)                 (the outer sum, K*K values)
+        G[s, t] = L[t, s - t] for max(0, s-K+1) <= t <= min(s, K-1), else -inf   (2K-1, K)
+        log p(s) = m_s + log sum_t exp(G[s, t] - m_s),   m_s = max_t G[s, t]
 
-    Shifting by m keeps exp from underflowing for every sum near the likeliest one (the largest
-    term is exp(0) = 1); ``tiny`` (1e-30) keeps log finite for a sum whose terms all underflow
-    (more than 69 nats below the likeliest). m is a constant shift (the result does not depend
-    on it), so it is detached. Built from the engine's ops, so the backward is theirs:
-    ``dlog p(s)/dL[i, j] = [i + j == s] p1(i) p2(j) / p(s)``.
+    Every sum has at least one term, so m_s is finite and the largest term of each sum is
+    exp(0) = 1: nothing underflows to log(0), however confident the digits are. m_s is a
+    constant shift (the result does not depend on it), so it is detached. Built from the
+    engine's ops (outer sum, a gather with a fixed index table, exp, sum, log), so the backward
+    is theirs: ``d log p(s) / d L[i, j] = [i + j == s] p1(i) p2(j) / p(s)``.
 
     Trained with cross-entropy on the sum alone (the output is already normalised, so
     log_softmax leaves it as it is), the network learns to read each digit without digit labels.
@@ -118,15 +119,14 @@ class SumDistribution(nn.Module):
         - output: (N, 2K - 1) log-probabilities of the sums 0 .. 2K - 2.
     """
 
-    TINY = 1e-30
-
     def __init__(self, classes: int) -> None:
         super().__init__()
-        self.classes = int(classes)
-        i, j = np.divmod(np.arange(self.classes**2), self.classes)
-        matrix = np.zeros((self.classes**2, 2 * self.classes - 1), dtype=np.float32)
-        matrix[np.arange(self.classes**2), i + j] = 1.0
-        self.matrix = matrix  # (K*K, 2K - 1), a constant, not a parameter
+        self.classes = k = int(classes)
+        sums = np.arange(2 * k - 1)[:, None]  # (2K - 1, 1)
+        first = np.arange(k)[None, :]  # (1, K): t, the first digit
+        valid = (sums - first >= 0) & (sums - first < k)
+        # position of L[t, s - t] in the flattened (K*K) outer sum; K*K: the -inf pad
+        self.index = np.where(valid, first * k + (sums - first), k * k)  # (2K - 1, K)
 
     def forward(self, input: cg.Tensor) -> cg.Tensor:
         k = self.classes
@@ -134,12 +134,14 @@ class SumDistribution(nn.Module):
             raise SpecError(
                 f"SumDistribution({k}): expected input (N, {2 * k}), received {input.shape}"
             )
+        n = input.shape[0]
         first = cg.nn.functional.log_softmax(input[:, :k], dim=1)  # (N, K)
         second = cg.nn.functional.log_softmax(input[:, k:], dim=1)  # (N, K)
-        outer = (first.unsqueeze(2) + second.unsqueeze(1)).reshape(input.shape[0], k * k)
-        shift = outer.max(dim=1, keepdim=True).values.detach()  # (N, 1)
-        matrix = cg.tensor(self.matrix, dtype=input.dtype)
-        return shift + ((outer - shift).exp() @ matrix + self.TINY).log()
+        outer = (first.unsqueeze(2) + second.unsqueeze(1)).reshape(n, k * k)
+        pad = cg.tensor(np.full((n, 1), -np.inf), dtype=input.dtype)
+        terms = cg.cat([outer, pad], dim=1)[:, self.index]  # (N, 2K - 1, K)
+        shift = terms.max(dim=2, keepdim=True).values.detach()  # (N, 2K - 1, 1)
+        return shift.squeeze(2) + (terms - shift).exp().sum(dim=2).log()
 
     def extra_repr(self) -> str:
         return f"classes={self.classes}"
