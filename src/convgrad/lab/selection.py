@@ -78,8 +78,8 @@ class Selection:
         """Test accuracy of the selected weights (``model`` keeps its last weights).
 
         Returns:
-            ``{"protocol", "selected_step", "val_acc", "test_acc", "last_test_acc"}`` to merge
-            into the result (``test_acc`` is the selected weights'), or
+            ``{"protocol", "selected_step", "val_acc", "test_acc", "message"}`` to merge into
+            the result (``test_acc`` is the selected weights'), or
             ``{"protocol": "course"}``.
         """
         if not self.active:
@@ -95,4 +95,6 @@ class Selection:
         finally:
             model.load_state_dict(last)
         return {"protocol": "validation", "selected_step": best["step"],
-                "val_acc": best["val_acc"], "test_acc": test_acc}
+                "val_acc": best["val_acc"], "test_acc": test_acc,
+                "message": f"test accuracy {test_acc:.4f} of the weights best on validation "
+                           f"(step {best['step']}, validation accuracy {best['val_acc']:.4f})"}
