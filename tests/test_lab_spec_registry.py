@@ -4,6 +4,7 @@ and reported; the schema's strictness (integers, finite floats) and its derived 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,11 +14,14 @@ from convgrad.lab.spec import (
     SPECS_ENV,
     SpecError,
     builtin_names,
+    load_spec,
     registry,
     resolve_spec,
     union_tags,
     validate_spec,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 NEW = """
 name = "zz-new"
@@ -142,3 +146,21 @@ def test_seed_points_give_one_spec_per_seed():
     assert [(d, s.seed, s.seeds) for d, s in points] == [("seed-3", 3, None), ("seed-4", 4, None)]
     assert [d for d, _ in spec.seed_points(2)] == ["seed-0", "seed-1"]
     assert validate_spec(tiny()).seed_points() == [("", validate_spec(tiny()))]
+
+
+def test_the_digit_sum_readings_differ_from_the_course_spec_only_where_they_say():
+    folder = REPO / "benchmarks" / "digit_sum_readings"
+    course = resolve_spec("digit-sum").model_dump(mode="json")
+    changed = {}
+    for path in sorted(folder.glob("*.toml")):
+        reading = load_spec(path).model_dump(mode="json")
+        changed[path.stem] = sorted(
+            f"{key}.{sub}" for key in course if isinstance(course[key], dict)
+            for sub in set(course[key]) | set(reading[key])
+            if course[key].get(sub) != reading[key].get(sub)
+        )
+    assert changed == {
+        "digit-sum-fresh": ["dataset.sampling"],
+        "digit-sum-fresh-dropout": ["dataset.sampling", "model.head"],
+        "digit-sum-fresh-stem": ["dataset.sampling", "model.stem", "model.tower"],
+    }

@@ -321,6 +321,9 @@ def _targets(report: Report, groups: list[Group]) -> None:
                      _mean_std(group.accuracies), str(len(group.runs)),
                      _integer(result.get("parameters")),
                      {True: "yes", False: "no", None: NO_VALUE}[met]])
+    if not rows:
+        report.paragraph("None of these experiments has a target.")
+        return
     report.table(["experiment", "budget", "target", "test accuracy", "seeds", "parameters",
                   "met"], rows)
 
