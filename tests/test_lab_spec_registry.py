@@ -146,6 +146,8 @@ def test_seed_points_give_one_spec_per_seed():
     assert [(d, s.seed, s.seeds) for d, s in points] == [("seed-3", 3, None), ("seed-4", 4, None)]
     assert [d for d, _ in spec.seed_points(2)] == ["seed-0", "seed-1"]
     assert validate_spec(tiny()).seed_points() == [("", validate_spec(tiny()))]
+    assert spec.with_overrides(seed=7).seed_points()[0][1].seed == 7  # --seed: that seed only
+    assert len(spec.with_overrides(seed=7).seed_points()) == 1
 
 
 def test_the_digit_sum_readings_differ_from_the_course_spec_only_where_they_say():

@@ -392,9 +392,14 @@ def _explain(report: Report, name: str, group: list[Run]) -> None:
     if run is None:
         report.paragraph("Pictures: this run kept no checkpoint to explain.")
         return
+    try:
+        figures = explain_figures(run.run_dir)
+    except (OSError, ValueError) as error:  # missing data files, a corrupt checkpoint
+        report.paragraph(f"Pictures: could not explain `{run.run_dir.name}`: {error}")
+        return
     report.paragraph(f"Pictures of `{run.run_dir.name}` (seed {run.seed}); "
                      f"`convgrad explain {run.run_dir}` writes them as files.")
-    for stem, png in explain_figures(run.run_dir).items():
+    for stem, png in figures.items():
         report.figure(f"{name}: {CAPTIONS[stem]}", png, f"explain-{name}-{stem}")
 
 

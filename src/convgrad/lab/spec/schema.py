@@ -473,6 +473,8 @@ class ExperimentSpec(_Strict):
     ) -> ExperimentSpec:
         """A copy with the schedule changed; a smaller budget scales the evaluations with it.
 
+        ``seed`` runs that one seed only (the spec's ``seeds`` list is dropped).
+
         Under the quick and standard budgets a run evaluates at most 10 times, on smaller fixed
         subsets during training (:data:`BUDGET_EVALUATION`); the last evaluation is still on the
         whole test set.
@@ -495,8 +497,8 @@ class ExperimentSpec(_Strict):
         if eval_every is not None:
             train["eval_every"] = eval_every
             train["checkpoint_every"] = None
-        if seed is not None:
-            data["seed"] = seed
+        if seed is not None:  # one explicit seed replaces the spec's list of seeds
+            data["seed"], data["seeds"] = seed, None
         return validate_spec(data)
 
     def seed_points(self, count: int | None = None) -> list[tuple[str, ExperimentSpec]]:
