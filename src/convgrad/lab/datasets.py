@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -124,16 +124,17 @@ def load_datasets(spec, validation: int = 0) -> Datasets:
     if isinstance(spec, SubsetData):
         from convgrad.data import stratified_subset
 
-        base = _base(spec.base, "train")
-        held = None
+        base: Any = _base(spec.base, "train")
+        held_digits: Any = None
         if validation:  # held out of the whole training set, never of the n examples
-            base, held = carve(base, validation)
+            base, held_digits = carve(base, validation)
         train = stratified_subset(base, spec.n, spec.seed)
-        return Datasets(train, _base(spec.base, "test"), 10, (1, 28, 28), held)
+        return Datasets(train, _base(spec.base, "test"), 10, (1, 28, 28), held_digits)
     if isinstance(spec, DigitPairsData):
         from convgrad.data import DigitPairs
 
-        digits, held = _base(spec.base, "train"), None
+        digits: Any = _base(spec.base, "train")
+        held: Any = None
         if validation:
             digits, held_digits = carve(digits, validation)
             held = DigitPairs(held_digits, validation, spec.seed + 2)

@@ -126,6 +126,7 @@ def saliency(model: nn.Module, images: np.ndarray, classes: np.ndarray) -> np.nd
     one_hot = np.zeros(logits.shape, dtype=np.float32)
     one_hot[np.arange(len(classes)), classes] = 1.0
     (logits * cg.tensor(one_hot)).sum().backward()
+    assert x.grad is not None  # x is a leaf that requires grad and the logits depend on it
     return np.abs(x.grad.data[:, 0])
 
 

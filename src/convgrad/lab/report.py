@@ -279,7 +279,7 @@ def build_report(directory: Path, command: str | None = None, explain: bool = Tr
 
 def _summary(report: Report, groups: list[Group]) -> None:
     report.heading(2, "Summary")
-    sections = {"course": [], "beyond": []}
+    sections: dict[str, list[Group]] = {"course": [], "beyond": []}
     for group in groups:
         sections[group.first.report_spec["section"]].append(group)
     titles = {"course": "The course's experiments", "beyond": "Beyond the course"}
@@ -442,7 +442,8 @@ def _keep_sweep(report: Report, groups: list[Group]) -> None:
                  if run.result.get("train_acc") is not None]
         rows.append([f"{keep:g}", f"{1 - keep:g}", _mean_std(group.accuracies),
                      _mean_std(train)])
-        points.append((keep, group.mean, seed_statistics(train)[0] if train else None))
+        points.append((keep, seed_statistics(group.accuracies)[0],
+                       seed_statistics(train)[0] if train else None))
     report.table(["keep probability", "dropout p", "test accuracy", "train accuracy"], rows)
     names = sorted({group.first.name for group in sweep})
     report.figure(f"{', '.join(names)}: test accuracy against the keep probability",
@@ -457,7 +458,8 @@ def _parameters(report: Report, groups: list[Group]) -> None:
              g.first.result.get("dataset", "")] for g in done]
     report.table(["experiment", "parameters", "test accuracy", "dataset"], rows)
     if done:
-        points = [(g.label, g.first.result["parameters"], g.mean) for g in done]
+        points = [(g.label, int(g.first.result["parameters"]), seed_statistics(g.accuracies)[0])
+                  for g in done]
         report.figure("test accuracy against the number of parameters (log scale): the "
                       "course's trade-off", plots.parameters_vs_accuracy(points), "parameters")
 
@@ -473,7 +475,8 @@ def _sum_ceiling(report: Report, groups: list[Group]) -> None:
     rows.append(["course reference (digit-sum)", _accuracy(sums[0].first.result.get(
         "reference"))])
     rows.append(["ceiling: course digit accuracy squared", _accuracy(COURSE_DIGIT_CEILING)])
-    for single in sorted({g.first.report_spec.get("ceiling_of") for g in sums} - {None}):
+    singles = {g.first.report_spec.get("ceiling_of") for g in sums}
+    for single in sorted(name for name in singles if isinstance(name, str)):
         group = by_name.get(single)
         if group is not None and group.mean is not None:
             rows.append([f"ceiling: this report's {single} accuracy squared",
