@@ -143,3 +143,10 @@ def test_graph_without_dot_writes_the_dot_file_and_says_how_to_render(tmp_path, 
 def test_graph_of_an_unknown_experiment_exits_2(tmp_path, capsys):
     assert main(["graph", "no-such-experiment", "--out", str(tmp_path)]) == 2
     assert "unknown experiment 'no-such-experiment'" in capsys.readouterr().err
+
+
+def test_explain_and_graph_are_subcommands():
+    from convgrad.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"explain", "graph"} <= set(commands)

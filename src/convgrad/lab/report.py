@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -403,12 +404,22 @@ def _explain(report: Report, name: str, group: list[Run]) -> None:
         report.figure(f"{name}: {CAPTIONS[stem]}", png, f"explain-{name}-{stem}")
 
 
+def _registered(wanted: Callable[[Any], bool]) -> str:
+    """The registered experiments whose ``[report]`` table passes ``wanted``, as text."""
+    from convgrad.lab.spec import registry
+
+    names = [name for name, spec in registry().items() if wanted(spec.report)]
+    if not names:
+        return "an experiment whose spec asks for it"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _overfitting(report: Report, groups: list[Group]) -> None:
     report.heading(2, "Overfitting: train against test accuracy")
     chosen = [g for g in groups if "overfitting" in g.first.report_spec["compare"]]
     if not chosen:
-        report.paragraph("Run the experiments whose spec has `compare = [\"overfitting\"]` "
-                         "(full-nodropout and few250-nodropout) to see this comparison.")
+        report.paragraph(f"Run {_registered(lambda r: 'overfitting' in r.compare)} to see this "
+                         "comparison.")
         return
     rows = []
     for group in chosen:
@@ -432,8 +443,8 @@ def _keep_sweep(report: Report, groups: list[Group]) -> None:
     sweep = [g for g in groups if "keep-sweep" in g.first.report_spec["plots"]
              and g.first.result.get("keep_prob") is not None and g.accuracies]
     if not sweep:
-        report.paragraph("Run an experiment with a keep-probability sweep (few250-dropout) to "
-                         "see it.")
+        report.paragraph(f"Run {_registered(lambda r: 'keep-sweep' in r.plots)} to see the "
+                         "sweep.")
         return
     rows, points = [], []
     for group in sweep:
@@ -468,7 +479,8 @@ def _sum_ceiling(report: Report, groups: list[Group]) -> None:
     report.heading(2, "Digit sum vs its ceiling")
     sums = [g for g in groups if "sum-ceiling" in g.first.report_spec["plots"]]
     if not sums:
-        report.paragraph("Run digit-sum to see this comparison.")
+        report.paragraph(f"Run {_registered(lambda r: 'sum-ceiling' in r.plots)} to see this "
+                         "comparison.")
         return
     by_name = {g.label: g for g in groups}
     rows = [[f"{g.label} (this report)", _mean_std(g.accuracies)] for g in sums]
