@@ -4,54 +4,31 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 import shutil
 
 import matplotlib.image
 import pytest
 
-from convgrad.lab.models import build_model, count_parameters
-from convgrad.lab.report import build_report, render_html, render_markdown, write_report
-from convgrad.lab.spec import builtin_names, resolve_spec
+from convgrad.lab.report import (
+    build_report,
+    render_html,
+    render_markdown,
+    seed_statistics,
+    target_met,
+    write_report,
+)
+from convgrad.lab.spec import builtin_names, registry, resolve_spec
+from lab_fixtures import fake_run, fake_suite
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["Summary", "Targets", "Experiments", "Overfitting: all 60,000 examples vs 250",
+SECTIONS = ["Summary", "Targets", "Experiments", "Overfitting: train against test accuracy",
             "Accuracy vs keep probability", "Parameters vs accuracy", "Digit sum vs its ceiling"]
-
-
-def fake_run(run_dir, spec, accuracy, parameters):
-    """The files a finished run leaves, without training."""
-    run_dir.mkdir(parents=True)
-    (run_dir / "spec.json").write_text(json.dumps(spec.model_dump(mode="json")))
-    steps = spec.train.steps
-    with open(run_dir / "metrics.jsonl", "w") as handle:
-        for k, step in enumerate(range(steps // 4, steps + 1, steps // 4), start=1):
-            handle.write(json.dumps({"step": step, "train_loss": 1.0 / k, "train_acc": 0.8 + k / 25,
-                                     "test_acc": accuracy - (4 - k) / 50, "test_examples": 10000,
-                                     "wall_time": 10.0 * k}) + "\n")
-    keep = None if spec.point == "" else float(spec.point.removeprefix("keep-"))
-    result = {"name": spec.name, "point": spec.point, "keep_prob": keep, "status": "completed",
-              "budget": "quick", "seed": 0, "dataset": spec.dataset.kind, "steps": steps,
-              "steps_done": steps, "batch_size": 50, "parameters": parameters,
-              "reference": spec.reference, "target": spec.target, "target_max": spec.target_max,
-              "max_params": spec.max_params, "test_acc": accuracy, "train_acc": 0.96,
-              "test_examples": 10000, "wall_time": 40.0, "samples_per_s": 250.0}
-    (run_dir / "result.json").write_text(json.dumps(result))
 
 
 @pytest.fixture(scope="module")
 def suite_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("suite")
-    for index, name in enumerate(builtin_names()):
-        spec = resolve_spec(name).with_overrides(budget="quick")
-        for point, point_spec in spec.sweep_points():
-            shape = (1, 56, 28) if name == "digit-sum" else (1, 28, 28)
-            classes = 19 if name == "digit-sum" else 10
-            parameters = count_parameters(build_model(point_spec.model, shape, classes))
-            run_dir = root / name / point if point else root / name
-            fake_run(run_dir, point_spec, 0.9 + index / 100, parameters)
-    return root
+    return fake_suite(tmp_path_factory.mktemp("suite"))
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +42,12 @@ def test_report_has_every_section_and_table(report):
         assert section in headings
     for name in builtin_names():
         assert name in headings
-    # summary, targets, one per experiment, overfitting, keep sweep, parameters, digit sum
-    assert len(report.tables()) == 2 + len(builtin_names()) + 4
-    summary = report.tables()[0]
-    assert len(summary[2]) == len(builtin_names()) + 4  # the sweep has 5 runs
+    sections = {spec.report.section for spec in registry().values()}
+    # a summary per section, targets, one per experiment, overfitting, keep sweep, parameters,
+    # digit sum
+    assert len(report.tables()) == len(sections) + 1 + len(builtin_names()) + 4
+    summary_rows = sum(len(table[2]) for table in report.tables()[: len(sections)])
+    assert summary_rows == len(builtin_names()) + 4  # the sweep has 5 runs
     keep_rows = next(t for t in report.tables() if t[1][0] == "keep probability")[2]
     assert [row[0] for row in keep_rows] == ["0.3", "0.5", "0.7", "0.9", "1"]
 
@@ -77,14 +56,18 @@ def test_markdown_and_html_have_every_table_and_decodable_images(report):
     markdown, files = render_markdown(report)
     for section in SECTIONS:
         assert f"## {section}" in markdown
-    assert markdown.count("| experiment | parameters | test accuracy | course reference") == 1
+    sections = {spec.report.section for spec in registry().values()}
+    assert markdown.count("| experiment | parameters | test accuracy | seeds |") == len(sections)
+    assert "issue" not in markdown.lower()
     assert "convgrad reproduce --budget quick" in markdown
     paths = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert sorted(paths) == sorted(files)
     assert all(files[path].startswith(PNG_SIGNATURE) for path in paths)
 
     page = render_html(report)
-    assert page.count("<table>") == markdown.count("\n|---|") == 2 + len(builtin_names()) + 4
+    assert page.count("<table>") == markdown.count("\n|---|") == (
+        len(sections) + 1 + len(builtin_names()) + 4
+    )
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == len(paths) >= len(builtin_names()) + 3
     for encoded in images:
@@ -106,3 +89,35 @@ def test_write_report_writes_both_files_and_the_plots(suite_dir, tmp_path):
 
 def test_report_of_an_empty_directory_says_so(tmp_path):
     assert "No runs" in render_html(build_report(tmp_path))
+
+
+def test_seed_statistics_are_the_mean_and_the_sample_standard_deviation():
+    mean, std = seed_statistics([0.98, 0.99, 1.0])
+    assert mean == pytest.approx(0.99) and std == pytest.approx(0.01)
+    assert seed_statistics([0.5]) == (0.5, None)
+
+
+def test_a_target_is_met_only_when_the_mean_of_the_seeds_is(tmp_path):
+    spec = resolve_spec("minimal").with_overrides(budget="quick")  # target 0.99
+    # one seed above the target, the mean below it
+    for seed, accuracy in enumerate([0.995, 0.980, 0.985]):
+        run_spec = spec.with_overrides(seed=seed)
+        fake_run(tmp_path / "minimal" / f"seed-{seed}", run_spec, accuracy, 16_938, seed=seed)
+    report = build_report(tmp_path)
+    targets = next(t for t in report.tables() if t[1][:3] == ["experiment", "budget", "target"])
+    (row,) = targets[2]
+    assert row[3] == "0.9867 ± 0.0076" and row[4] == "3" and row[-1] == "no"
+    summary = report.tables()[0]
+    assert summary[2][0][4] == "0: 0.9950, 1: 0.9800, 2: 0.9850"
+    assert target_met({"target": 0.99, "test_acc": 0.995}) is True
+
+
+def test_the_report_says_which_protocol_each_row_used(suite_dir):
+    report = build_report(suite_dir)
+    summaries = [t for t in report.tables() if t[1][:4] == ["experiment", "parameters",
+                                                           "test accuracy", "seeds"]]
+    protocols = {row[0].split()[0]: row[7] for table in summaries for row in table[2]}
+    for name, spec in registry().items():
+        assert protocols[name] == spec.protocol
+    paragraphs = " ".join(block[1] for block in report.blocks if block[0] == "p")
+    assert "course protocol" in paragraphs

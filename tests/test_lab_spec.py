@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 import pytest
 
@@ -11,16 +13,17 @@ from convgrad.lab.datasets import dataset_geometry
 from convgrad.lab.models import SplitShared, build_model, count_parameters, digit_sum
 from convgrad.lab.spec import (
     SpecError,
+    builtin_dir,
     builtin_names,
     load_spec,
     resolve_spec,
     validate_spec,
 )
 
-SHIPPED = [
-    "baseline", "linear", "one-conv", "minimal", "full-nodropout", "few250-nodropout",
-    "few250-small", "few250-dropout", "digit-sum",
-]
+
+def shipped_files():
+    """``{name: parsed TOML}`` of every shipped spec file, read without the registry."""
+    return {path.stem: tomllib.loads(path.read_text()) for path in builtin_dir().glob("*.toml")}
 
 
 def tiny(**changes):
@@ -43,8 +46,13 @@ def shipped_model(name):
     return spec, build_model(spec.model, shape, classes), shape
 
 
-def test_every_course_experiment_is_shipped_in_order():
-    assert builtin_names() == SHIPPED
+def test_every_shipped_file_is_registered_in_its_order():
+    files = shipped_files()
+    expected = sorted(files, key=lambda name: (files[name].get("order", 1000), name))
+    assert builtin_names() == expected
+    assert all(data["name"] == stem for stem, data in files.items())
+    orders = [data["order"] for data in files.values()]
+    assert len(set(orders)) == len(orders)  # no two experiments share a place
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ Every fault in a file or source raises :class:`DatasetError` (a ``ValueError``).
 from convgrad.data import transforms
 from convgrad.data.cache import cache_dir, data_home
 from convgrad.data.dataset import ArrayDataset
-from convgrad.data.derived import DigitPairs, Subset, stratified_subset
+from convgrad.data.derived import DigitPairs, FreshDigitPairs, Subset, stratified_subset
 from convgrad.data.errors import DatasetError
 from convgrad.data.idx import read_idx, write_idx
 from convgrad.data.loader import DataLoader
@@ -28,6 +28,7 @@ __all__ = [
     "DatasetError",
     "DigitPairs",
     "FashionMNIST",
+    "FreshDigitPairs",
     "MNIST",
     "Subset",
     "cache_dir",

@@ -232,6 +232,86 @@ class DigitPairs(ArrayDataset):
         return "\n".join(lines)
 
 
+class FreshDigitPairs:
+    """A stream of two-digit-sum batches, each drawn anew: the tutorial's ``next_batch`` style.
+
+    Batch k draws its ``batch_size`` pairs of positions of ``base`` uniformly (with replacement)
+    from ``numpy.random.default_rng([seed, 104729, k])``: a counter-based stream, so the batches
+    are a pure function of (seed, k) and :meth:`state_dict` is just k. Over a run of S steps the
+    network sees S * batch_size distinct random pairs instead of cycling through a fixed set.
+    It has the interface of :class:`~convgrad.data.DataLoader` that step-based loops use
+    (``next_batch``, ``state_dict``, ``load_state_dict``).
+
+    Args:
+        base: dataset of single digits, ``.images`` (N, H, W) uint8, ``.labels`` (N,) in 0..9.
+        batch_size: pairs per batch, >= 1.
+        seed: non-negative integer. Default: 0.
+
+    Shape:
+        - images: (B, 1, 2H, W) float32 in [0, 1], top digit in rows 0..H-1.
+        - labels: (B,) int64, the sums.
+
+    Raises:
+        ArgumentError: ``batch_size`` < 1, a negative seed or an empty ``base``.
+    """
+
+    _STREAM = 104729  # separates this stream from other uses of the same seed
+
+    def __init__(self, base: ImageDatasetLike, batch_size: int, seed: int = 0) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
+            batch_size < 1
+        ):
+            raise ArgumentError(
+                f"FreshDigitPairs: expected batch_size >= 1, received batch_size={batch_size!r}"
+            )
+        _check_seed("FreshDigitPairs", seed)
+        self._images = np.asarray(base.images)
+        self._labels = np.asarray(base.labels).astype(np.int64)
+        if self._labels.size == 0:
+            raise ArgumentError(
+                "FreshDigitPairs: expected a non-empty base dataset, received 0 examples"
+            )
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.batches = 0
+
+    def pair_indices(self, batch: int) -> np.ndarray:
+        """(B, 2) int64 positions of (top, bottom) of batch number ``batch``."""
+        rng = np.random.default_rng([self.seed, self._STREAM, int(batch)])
+        return rng.integers(0, self._labels.size, size=(self.batch_size, 2), dtype=np.int64)
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next batch of fresh pairs: images (B, 1, 2H, W) float32, sums (B,) int64."""
+        indices = self.pair_indices(self.batches)
+        self.batches += 1
+        images = self._images[indices]  # (B, 2, H, W)
+        images = images.reshape(images.shape[0], 1, 2 * images.shape[2], images.shape[3])
+        return images.astype(np.float32) / np.float32(255), self._labels[indices].sum(axis=1)
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"batches": k, "seed": s}``: batches served so far and the seed."""
+        return {"batches": int(self.batches), "seed": int(self.seed)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore a position saved by :meth:`state_dict`.
+
+        Raises:
+            ArgumentError: missing keys or values that are not non-negative integers.
+        """
+        for key in ("batches", "seed"):
+            value = state.get(key) if isinstance(state, dict) else None
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise ArgumentError(
+                    f"FreshDigitPairs.load_state_dict: expected a non-negative integer {key}, "
+                    f"received {value!r}"
+                )
+        self.batches, self.seed = int(state["batches"]), int(state["seed"])
+
+    def __repr__(self) -> str:
+        return (f"FreshDigitPairs(n_base={self._labels.size}, batch_size={self.batch_size}, "
+                f"seed={self.seed}, batches={self.batches})")
+
+
 def _check_seed(owner: str, seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ArgumentError(

@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--keep-checkpoints", type=_positive, metavar="K",
                      help="checkpoint generations to keep (default: train.keep_checkpoints, 2)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_seeds(run)
     run.set_defaults(func=cmd_run)
     _add_tensorboard(run)
 
@@ -88,9 +89,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="runs in parallel processes (default: 1)")
     reproduce.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_seeds(reproduce)
     reproduce.set_defaults(func=cmd_reproduce)
     _add_tensorboard(reproduce)
     _register_export(subparsers)
+    register_pictures(subparsers)
 
 
 def _add_tensorboard(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / spec.name
     keep = getattr(args, "keep_checkpoints", None)
     tasks = tasks_for(spec, out, resume=args.resume, budget=args.budget or "custom",
-                      keep_checkpoints=keep)
+                      keep_checkpoints=keep, seeds=args.seeds)
     if args.jobs > 1 and len(tasks) > 1:
         results = run_tasks(tasks, args.jobs, progress=False, say=print)
         return _exit_status(results)
@@ -210,7 +213,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             _error(f"--only: unknown experiments {unknown}; expected some of {builtin_names()}")
             return EXIT_USAGE
     try:
-        tasks = suite_tasks(args.budget, out, names=names, resume=True)
+        tasks = suite_tasks(args.budget, out, names=names, resume=True, seeds=args.seeds)
     except SpecError as error:
         _error(str(error))
         return EXIT_USAGE
@@ -234,4 +237,65 @@ def _command_line(args: argparse.Namespace, out: Path) -> str:
         parts.append(f"--jobs {args.jobs}")
     if args.only:
         parts.append("--only " + " ".join(args.only))
+    if args.seeds:
+        parts.append(f"--seeds {args.seeds}")
     return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------- seeds
+def _add_seeds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seeds", type=_positive, metavar="N",
+        help="run each experiment with seeds 0..N-1, each in DIR/seed-<s> (overrides the "
+        "spec's seeds); the report gives mean ± std",
+    )
+
+
+# ---------------------------------------------------------------------------------- pictures
+def register_pictures(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``explain`` and ``graph``."""
+    explain = subparsers.add_parser(
+        "explain", help="pictures of a trained run: filters, feature maps, saliency, confusions",
+        description="Write RUN_DIR/explain/*.png (first-layer filters, feature maps, saliency "
+        "maps, confusion matrix, most confident mistakes) and explain.html.",
+    )
+    explain.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    explain.add_argument("--out", type=Path, help="folder (default: RUN_DIR/explain)")
+    explain.set_defaults(func=cmd_explain)
+
+    graph = subparsers.add_parser(
+        "graph", help="draw a model's computation graph (SVG through graphviz's dot)",
+        description="Modules, shapes and shared parameters (drawn once) of an experiment's "
+        "network. Writes NAME.dot, and NAME.svg when graphviz's `dot` is installed.",
+    )
+    graph.add_argument("experiment", metavar="NAME|SPEC.toml")
+    graph.add_argument("--out", type=Path, help="folder (default: the current one)")
+    graph.set_defaults(func=cmd_graph)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """``convgrad explain RUN_DIR``."""
+    from convgrad.lab.explain import explain_run
+    from convgrad.lab.spec import SpecError
+
+    try:
+        written = explain_run(args.run_dir, args.out)
+    except (SpecError, FileNotFoundError) as error:
+        _error(str(error))
+        return EXIT_USAGE
+    print(f"wrote {len(written)} files to {written[0].parent}")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """``convgrad graph NAME|SPEC``."""
+    from convgrad.lab.graph import write_graph
+    from convgrad.lab.spec import SpecError
+
+    try:
+        result = write_graph(args.experiment, args.out or Path("."))
+    except SpecError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    print(result.message)
+    return EXIT_OK

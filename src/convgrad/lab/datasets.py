@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from convgrad.lab.spec import DigitPairsData, MnistData, SubsetData, SyntheticData
+from convgrad.lab.spec import DigitPairsData, MnistData, SpecError, SubsetData, SyntheticData
 
 
 class ArrayData:
@@ -23,12 +23,24 @@ class ArrayData:
 
 
 class Datasets(NamedTuple):
-    """What a run trains and evaluates on."""
+    """What a run trains and evaluates on.
+
+    Attributes:
+        train: the training set (for fresh pairs, a fixed set whose accuracy is logged).
+        test: the test set.
+        num_classes: classes of the labels.
+        input_shape: (C, H, W) of one example.
+        validation: a split carved from the training set (``protocol = "validation"``), else
+            None; ``train`` then excludes it.
+        fresh_base: the single digits fresh pairs are drawn from (``sampling = "fresh"``).
+    """
 
     train: object
     test: object
     num_classes: int
     input_shape: tuple[int, int, int]
+    validation: object | None = None
+    fresh_base: object | None = None
 
 
 def synthetic(spec: SyntheticData) -> tuple[ArrayData, ArrayData]:
@@ -51,9 +63,52 @@ def _base(name: str, split: str):
     return cls(split)
 
 
+def carve(dataset, n: int, seed: int = 0) -> tuple[ArrayData, ArrayData]:
+    """Split ``dataset`` into (rest, held out ``n`` examples), at positions fixed by ``seed``.
+
+    Raises:
+        SpecError: ``n`` not below the dataset's size.
+    """
+    labels = np.asarray(dataset.labels)
+    if not 0 < n < len(labels):
+        raise SpecError(
+            f"validation_examples: expected fewer than the {len(labels)} training examples, "
+            f"received {n}"
+        )
+    order = np.random.default_rng([seed, 15485863]).permutation(len(labels))
+    held, kept = np.sort(order[:n]), np.sort(order[n:])
+    images = np.asarray(dataset.images)
+    name = getattr(dataset, "name", "train")
+    return (ArrayData(images[kept], labels[kept], f"{name} without validation"),
+            ArrayData(images[held], labels[held], f"{name} validation"))
+
+
+def datasets_for(spec) -> Datasets:
+    """The datasets of an experiment: its dataset spec, with a validation split if its
+    protocol asks for one."""
+    held = spec.validation_examples if spec.protocol == "validation" else 0
+    return load_datasets(spec.dataset, held)
+
+
+def make_loader(data: Datasets, batch_size: int, seed: int):
+    """The training batches: fresh pairs when the data has a ``fresh_base``, else a shuffling
+    :class:`~convgrad.data.DataLoader`; both resume from ``state_dict()``."""
+    from convgrad.data import DataLoader, FreshDigitPairs
+
+    if data.fresh_base is not None:
+        return FreshDigitPairs(data.fresh_base, batch_size, seed=seed)
+    return DataLoader(data.train, batch_size, shuffle=True, seed=seed)
+
+
 @functools.lru_cache(maxsize=4)
-def load_datasets(spec) -> Datasets:
+def load_datasets(spec, validation: int = 0) -> Datasets:
     """Build (and cache, per process) the datasets of a dataset spec.
+
+    Args:
+        spec: a dataset spec.
+        validation: examples to hold out of the training set as a validation split (0: none).
+            For digit pairs, the validation pairs are built from held-out training *digits*, so
+            no training pair shares an image with them.
 
     Raises:
         convgrad.data.errors.DatasetError (or another OSError/ValueError): the files are not
@@ -61,22 +116,41 @@ def load_datasets(spec) -> Datasets:
     """
     if isinstance(spec, SyntheticData):
         train, test = synthetic(spec)
-        return Datasets(train, test, spec.classes, (1, spec.height, spec.width))
+        return _held_out(Datasets(train, test, spec.classes, (1, spec.height, spec.width)),
+                         validation)
     if isinstance(spec, MnistData):
-        return Datasets(_base(spec.kind, "train"), _base(spec.kind, "test"), 10, (1, 28, 28))
+        return _held_out(Datasets(_base(spec.kind, "train"), _base(spec.kind, "test"), 10,
+                                  (1, 28, 28)), validation)
     if isinstance(spec, SubsetData):
         from convgrad.data import stratified_subset
 
-        train = stratified_subset(_base(spec.base, "train"), spec.n, spec.seed)
-        return Datasets(train, _base(spec.base, "test"), 10, (1, 28, 28))
+        base: Any = _base(spec.base, "train")
+        held_digits: Any = None
+        if validation:  # held out of the whole training set, never of the n examples
+            base, held_digits = carve(base, validation)
+        train = stratified_subset(base, spec.n, spec.seed)
+        return Datasets(train, _base(spec.base, "test"), 10, (1, 28, 28), held_digits)
     if isinstance(spec, DigitPairsData):
         from convgrad.data import DigitPairs
 
+        digits: Any = _base(spec.base, "train")
+        held: Any = None
+        if validation:
+            digits, held_digits = carve(digits, validation)
+            held = DigitPairs(held_digits, validation, spec.seed + 2)
         # distinct seeds so that the test pairs are not the training pairs' positions reused
-        train = DigitPairs(_base(spec.base, "train"), spec.train_pairs, spec.seed)
+        train = DigitPairs(digits, spec.train_pairs, spec.seed)
         test = DigitPairs(_base(spec.base, "test"), spec.test_pairs, spec.seed + 1)
-        return Datasets(train, test, 19, (1, 56, 28))
+        fresh = digits if spec.sampling == "fresh" else None
+        return Datasets(train, test, 19, (1, 56, 28), held, fresh)
     raise TypeError(f"unsupported dataset spec {spec!r}")  # pragma: no cover
+
+
+def _held_out(data: Datasets, validation: int) -> Datasets:
+    if not validation:
+        return data
+    train, held = carve(data.train, validation)
+    return data._replace(train=train, validation=held)
 
 
 def dataset_geometry(spec) -> tuple[tuple[int, int, int], int]:

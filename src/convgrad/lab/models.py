@@ -26,6 +26,7 @@ from convgrad.lab.spec import (
     SharedTowerModel,
     SpecError,
     Split,
+    SumDistributionLayer,
 )
 
 _PLAIN = {
@@ -50,18 +51,23 @@ class SplitShared(nn.Module):
         head: applied to the concatenation.
         axis: ``"height"``, ``"width"`` or ``"channels"`` of the (N, C, H, W) input.
         parts: number of equal parts (the size along ``axis`` is floored to a multiple).
+        stem: applied to the whole input before the split (default: none). With the convolutions
+            in the stem, the halves are split after pooling and the tower starts at ``flatten``.
 
     Shape:
         - input: (N, C, H, W); each part (N, C, H // parts, W) for ``axis="height"``.
-        - output: ``head(cat([flatten(tower(part_k)) for k], dim=1))``.
+        - output: ``head(cat([flatten(tower(part_k)) for k], dim=1))``, the parts cut from
+          ``stem(input)``.
     """
 
     _AXES = {"channels": 1, "height": 2, "width": 3}
 
-    def __init__(self, tower: nn.Module, head: nn.Module, axis: str = "height", parts: int = 2):
+    def __init__(self, tower: nn.Module, head: nn.Module, axis: str = "height", parts: int = 2,
+                 stem: nn.Module | None = None):
         super().__init__()
         if axis not in self._AXES:
             raise SpecError(f"split.axis: expected one of {sorted(self._AXES)}, received {axis!r}")
+        self.stem = stem
         self.tower = tower
         self.head = head
         self.axis = axis
@@ -79,11 +85,66 @@ class SplitShared(nn.Module):
         return slices
 
     def forward(self, input: cg.Tensor) -> cg.Tensor:
+        if self.stem is not None:
+            input = self.stem(input)
         features = [self.tower(part).flatten(1) for part in self.split(input)]
         return self.head(cg.cat(features, dim=1))
 
     def extra_repr(self) -> str:
         return f"axis={self.axis!r}, parts={self.parts}"
+
+
+class SumDistribution(nn.Module):
+    """Log-probabilities of the sum of two independent digits, from each digit's logits.
+
+    With p1 = softmax(a) and p2 = softmax(b) the distributions of the two digits (K classes),
+    the sum s = i + j has ``p(s) = sum_k p1(k) p2(s - k)``: the discrete convolution of p1 and
+    p2. It is computed in log space, exactly, with one log-sum-exp per sum:
+
+        L[i, j] = log p1(i) + log p2(j)                 (the outer sum, K*K values)
+        G[s, t] = L[t, s - t] for max(0, s-K+1) <= t <= min(s, K-1), else -inf   (2K-1, K)
+        log p(s) = m_s + log sum_t exp(G[s, t] - m_s),   m_s = max_t G[s, t]
+
+    Every sum has at least one term, so m_s is finite and the largest term of each sum is
+    exp(0) = 1: nothing underflows to log(0), however confident the digits are. m_s is a
+    constant shift (the result does not depend on it), so it is detached. Built from the
+    engine's ops (outer sum, a gather with a fixed index table, exp, sum, log), so the backward
+    is theirs: ``d log p(s) / d L[i, j] = [i + j == s] p1(i) p2(j) / p(s)``.
+
+    Trained with cross-entropy on the sum alone (the output is already normalised, so
+    log_softmax leaves it as it is), the network learns to read each digit without digit labels.
+
+    Shape:
+        - input: (N, 2K), the first digit's logits then the second's.
+        - output: (N, 2K - 1) log-probabilities of the sums 0 .. 2K - 2.
+    """
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.classes = k = int(classes)
+        sums = np.arange(2 * k - 1)[:, None]  # (2K - 1, 1)
+        first = np.arange(k)[None, :]  # (1, K): t, the first digit
+        valid = (sums - first >= 0) & (sums - first < k)
+        # position of L[t, s - t] in the flattened (K*K) outer sum; K*K: the -inf pad
+        self.index = np.where(valid, first * k + (sums - first), k * k)  # (2K - 1, K)
+
+    def forward(self, input: cg.Tensor) -> cg.Tensor:
+        k = self.classes
+        if input.ndim != 2 or input.shape[1] != 2 * k:
+            raise SpecError(
+                f"SumDistribution({k}): expected input (N, {2 * k}), received {input.shape}"
+            )
+        n = input.shape[0]
+        first = cg.nn.functional.log_softmax(input[:, :k], dim=1)  # (N, K)
+        second = cg.nn.functional.log_softmax(input[:, k:], dim=1)  # (N, K)
+        outer = (first.unsqueeze(2) + second.unsqueeze(1)).reshape(n, k * k)
+        pad = cg.tensor(np.full((n, 1), -np.inf), dtype=input.dtype)
+        terms = cg.cat([outer, pad], dim=1)[:, self.index]  # (N, 2K - 1, K)
+        shift = terms.max(dim=2, keepdim=True).values.detach()  # (N, 2K - 1, 1)
+        return shift.squeeze(2) + (terms - shift).exp().sum(dim=2).log()
+
+    def extra_repr(self) -> str:
+        return f"classes={self.classes}"
 
 
 def _probe(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -119,6 +180,13 @@ def _layer(spec, shape: tuple[int, ...], num_classes: int, path: str) -> nn.Modu
         return nn.Dropout(spec.p)
     if isinstance(spec, PlainLayer):
         return _PLAIN[spec.type]()
+    if isinstance(spec, SumDistributionLayer):
+        if len(shape) != 2 or shape[1] % 2:
+            raise SpecError(
+                f"{path}: sum_distribution expects (N, 2K) input (two digits' logits), the "
+                f"layers before give {shape}"
+            )
+        return SumDistribution(shape[1] // 2)
     raise SpecError(f"{path}: unsupported layer {spec!r}")  # pragma: no cover
 
 
@@ -297,12 +365,15 @@ def _build_shared(
     spec: SharedTowerModel, example: tuple[int, ...], num_classes: int
 ) -> tuple[SplitShared, tuple[int, ...]]:
     split: Split = spec.split
+    stem = None
+    if spec.stem:
+        stem, example = build_stack(spec.stem, example, num_classes, "model.stem")
     probe = SplitShared(nn.Identity(), nn.Identity(), split.axis, split.parts)
     part_shape = tuple(probe.split(cg.tensor(np.zeros(example, dtype=np.float32)))[0].shape)
     tower, tower_shape = build_stack(spec.tower, part_shape, num_classes, "model.tower")
     features = int(np.prod(tower_shape[1:])) * split.parts
     head, head_shape = build_stack(spec.head, (1, features), num_classes, "model.head")
-    return SplitShared(tower, head, split.axis, split.parts), head_shape
+    return SplitShared(tower, head, split.axis, split.parts, stem), head_shape
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -7,7 +7,7 @@ contents) and returns the PNG bytes of one figure.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,7 +51,7 @@ def training_curves(title: str, records: Records, reference: float | None = None
     return _png(figure)
 
 
-def compare_curves(title: str, runs: dict[str, Records]) -> bytes:
+def compare_curves(title: str, runs: Mapping[str, Records]) -> bytes:
     """Train (dashed) and test (solid) accuracy of several runs on one axis: overfitting shows
     as the gap between a run's two lines."""
     figure = Figure(figsize=(7, 4))

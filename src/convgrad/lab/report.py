@@ -11,6 +11,8 @@ import base64
 import contextlib
 import html
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,13 @@ from convgrad.files import atomic_write, lock_holder
 from convgrad.lab import plots
 from convgrad.lab.metrics import MetricsLog
 
-OVERFITTING = ("full-nodropout", "few250-nodropout")
 COURSE_DIGIT_CEILING = 0.984
 NO_VALUE = "—"
+PROTOCOLS = {
+    "course": "course protocol: the last weights, evaluated on the test set",
+    "validation": "validation protocol: the weights best on a validation split carved from the "
+                  "training set, evaluated once on the test set",
+}
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -56,6 +62,34 @@ class Run:
         """Final test accuracy (whole test set), or None."""
         return self.result.get("test_acc")
 
+    @property
+    def seed(self) -> int:
+        """The run's seed."""
+        return int(self.result.get("seed", self.spec.get("seed", 0)))
+
+    @property
+    def protocol(self) -> str:
+        """``course`` or ``validation`` (see :data:`PROTOCOLS`)."""
+        return self.result.get("protocol") or self.spec.get("protocol") or "course"
+
+    @property
+    def report_spec(self) -> dict[str, Any]:
+        """The spec's ``[report]`` table (the defaults for runs written before it existed)."""
+        from convgrad.lab.spec import ReportSpec
+
+        return {**ReportSpec().model_dump(mode="json"), **(self.spec.get("report") or {})}
+
+    @property
+    def group(self) -> str:
+        """The label shared by the seeds of one experiment (and sweep point)."""
+        return f"{self.name} {self.point}".strip()
+
+
+def _order_key(run: Run, order: dict[str, int]) -> tuple:
+    spec_order = run.spec.get("order")
+    position = order.get(run.name, len(order) + (spec_order if spec_order is not None else 1000))
+    return (position, run.name, run.result.get("keep_prob") or 0.0, run.seed)
+
 
 _NUMBER = (int, float)
 _RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -84,9 +118,11 @@ def _well_formed(result: Any) -> bool:
 
 
 def collect_runs(directory: Path) -> list[Run]:
-    """Every run under ``directory`` that has a ``result.json``, in the course's order."""
-    from convgrad.lab.spec import EXPERIMENT_ORDER
+    """Every run under ``directory`` that has a ``result.json``, in the experiments' order
+    (the registry's, then each spec's ``order``), then sweep point and seed."""
+    from convgrad.lab.spec import experiment_order
 
+    order = experiment_order()
     runs = []
     for result_path in sorted({*Path(directory).rglob("result.json"),
                                *Path(directory).rglob("spec.json")}):
@@ -111,11 +147,10 @@ def collect_runs(directory: Path) -> list[Run]:
         )):
             continue  # not written by convgrad: skipped rather than a traceback
         runs.append(Run(run_dir, result, spec, metrics))
-    runs.sort(key=lambda r: (EXPERIMENT_ORDER.get(r.name, len(EXPERIMENT_ORDER)), r.name,
-                             r.result.get("keep_prob") or 0.0))
-    labels = [run.label for run in runs]
+    runs.sort(key=lambda r: _order_key(r, order))
+    labels = [(run.label, run.seed) for run in runs]
     for run in runs:
-        if labels.count(run.label) > 1:
+        if labels.count((run.label, run.seed)) > 1:
             run.display = run.run_dir.relative_to(directory).as_posix() or run.name
     return runs
 
@@ -155,8 +190,65 @@ def _target(result: dict[str, Any]) -> str:
     return text
 
 
+def seed_statistics(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1 in the denominator; None for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return NO_VALUE
+    mean, std = seed_statistics(values)
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+@dataclass
+class Group:
+    """The runs of one experiment (and sweep point) over its seeds."""
+
+    label: str
+    runs: list[Run]
+
+    @property
+    def first(self) -> Run:
+        return self.runs[0]
+
+    @property
+    def accuracies(self) -> list[float]:
+        """Each seed's final test accuracy (runs without one left out)."""
+        return [run.test_acc for run in self.runs if run.test_acc is not None]
+
+    @property
+    def mean(self) -> float | None:
+        """Mean test accuracy over the seeds, or None."""
+        values = self.accuracies
+        return seed_statistics(values)[0] if values else None
+
+    def per_seed(self) -> str:
+        """``seed 0: 0.9912, seed 1: 0.9905`` (or the single value)."""
+        if len(self.runs) == 1:
+            return _accuracy(self.first.test_acc)
+        return ", ".join(f"{run.seed}: {_accuracy(run.test_acc)}" for run in self.runs)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs grouped by experiment and sweep point (their seeds together), in order."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        key = run.display or run.group
+        groups.setdefault(key, Group(key, [])).runs.append(run)
+    return list(groups.values())
+
+
 def target_met(result: dict[str, Any]) -> bool | None:
-    """Whether a run reached its target (None: no target, or no accuracy)."""
+    """Whether a run reached its target (None: no target, or no accuracy).
+
+    For several seeds pass the first seed's result with ``test_acc`` replaced by the mean: a
+    target is met only when the mean meets it.
+    """
     accuracy, low = result.get("test_acc"), result.get("target")
     if low is None or accuracy is None:
         return None
@@ -194,164 +286,255 @@ class Report:
         return [b for b in self.blocks if b[0] == "table"]
 
 
-def build_report(directory: Path, command: str | None = None) -> Report:
-    """The report of the runs in ``directory``."""
+def build_report(directory: Path, command: str | None = None, explain: bool = True) -> Report:
+    """The report of the runs in ``directory``.
+
+    Args:
+        directory: searched recursively for ``result.json``.
+        command: the command that produced the runs, quoted in the report.
+        explain: add the pictures of experiments whose spec asks for them (``report.plots``
+            has ``"explain"``) and whose run kept a checkpoint.
+    """
     runs = collect_runs(directory)
     report = Report("convgrad lab report")
     budgets = sorted({r.result.get("budget", "custom") for r in runs})
     intro = (f"{len(runs)} runs in `{Path(directory).name}`, budget: {', '.join(budgets) or '—'}. "
              "Test accuracy is on the whole test set (10,000 images, or the test pairs); curves "
-             "during training use fixed subsets (see metrics.jsonl's `test_examples`).")
+             "during training use fixed subsets (see metrics.jsonl's `test_examples`). With "
+             "several seeds an accuracy is the mean ± the sample standard deviation, and each "
+             "seed's value is listed.")
     report.paragraph(intro)
     if command:
         report.paragraph(f"Produced by `{command}`.")
     if not runs:
         report.paragraph("No runs with a result.json were found.")
         return report
-    _summary(report, runs)
-    _targets(report, runs)
-    _experiments(report, runs)
-    _overfitting(report, runs)
-    _keep_sweep(report, runs)
-    _parameters(report, runs)
-    _digit_sum(report, runs)
+    groups = group_runs(runs)
+    _summary(report, groups)
+    _targets(report, groups)
+    _experiments(report, runs, explain)
+    _overfitting(report, groups)
+    _keep_sweep(report, groups)
+    _parameters(report, groups)
+    _sum_ceiling(report, groups)
     return report
 
 
-def _summary(report: Report, runs: list[Run]) -> None:
+def _summary(report: Report, groups: list[Group]) -> None:
     report.heading(2, "Summary")
-    rows = []
-    for run in runs:
-        r = run.result
-        rows.append([
-            run.label, _integer(r.get("parameters")), _accuracy(run.test_acc),
-            _accuracy(r.get("reference")), _delta(run.test_acc, r.get("reference")),
-            _integer(r.get("steps_done")), _seconds(r.get("wall_time")), r.get("status", "?"),
-        ])
-    report.table(["experiment", "parameters", "test accuracy", "course reference",
-                  "difference", "steps", "wall time", "status"], rows)
-
-
-def _targets(report: Report, runs: list[Run]) -> None:
-    report.heading(2, "Targets")
-    report.paragraph("The issue's targets apply to the full budget (the course protocol); under "
-                     "a smaller budget they show how far the shortened runs get.")
-    rows = []
-    for run in runs:
-        met = target_met(run.result)
-        if run.result.get("target") is None:
+    sections: dict[str, list[Group]] = {"course": [], "beyond": []}
+    for group in groups:
+        sections[group.first.report_spec["section"]].append(group)
+    titles = {"course": "The course's experiments", "beyond": "Beyond the course"}
+    for section, members in sections.items():
+        if not members:
             continue
-        rows.append([run.label, run.result.get("budget", "custom"), _target(run.result),
-                     _accuracy(run.test_acc), _integer(run.result.get("parameters")),
+        protocols = sorted({run.protocol for group in members for run in group.runs})
+        report.paragraph(f"{titles[section]} ("
+                         + "; ".join(PROTOCOLS.get(p, p) for p in protocols) + ").")
+        rows = []
+        for group in members:
+            r = group.first.result
+            mean = group.mean
+            rows.append([
+                group.label, _integer(r.get("parameters")), _mean_std(group.accuracies),
+                str(len(group.runs)), group.per_seed(), _accuracy(r.get("reference")),
+                _delta(mean, r.get("reference")), group.first.protocol,
+                _integer(r.get("steps_done")),
+                _seconds(sum(run.result.get("wall_time") or 0.0 for run in group.runs)),
+                ", ".join(sorted({run.result.get("status", "?") for run in group.runs})),
+            ])
+        report.table(["experiment", "parameters", "test accuracy", "seeds", "per seed",
+                      "course reference", "difference", "protocol", "steps", "wall time",
+                      "status"], rows)
+
+
+def _targets(report: Report, groups: list[Group]) -> None:
+    report.heading(2, "Targets")
+    report.paragraph("Each experiment's target applies to the full budget (the course's number "
+                     "of steps); under a smaller budget the table shows how far the shortened "
+                     "runs get. With several seeds a target is met only when the mean is.")
+    rows = []
+    for group in groups:
+        result = group.first.result
+        if result.get("target") is None:
+            continue
+        met = target_met({**result, "test_acc": group.mean})
+        rows.append([group.label, result.get("budget", "custom"), _target(result),
+                     _mean_std(group.accuracies), str(len(group.runs)),
+                     _integer(result.get("parameters")),
                      {True: "yes", False: "no", None: NO_VALUE}[met]])
-    report.table(["experiment", "budget", "target", "test accuracy", "parameters", "met"], rows)
+    if not rows:
+        report.paragraph("None of these experiments has a target.")
+        return
+    report.table(["experiment", "budget", "target", "test accuracy", "seeds", "parameters",
+                  "met"], rows)
 
 
-def _experiments(report: Report, runs: list[Run]) -> None:
+def _experiments(report: Report, runs: list[Run], explain: bool) -> None:
     report.heading(2, "Experiments")
-    groups: dict[str, list[Run]] = {}
+    by_name: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.name, []).append(run)
-    for name, group in groups.items():
+        by_name.setdefault(run.name, []).append(run)
+    for name, group in by_name.items():
         report.heading(3, name)
-        description = group[0].spec.get("description")
+        first = group[0]
+        description = first.spec.get("description")
         if description:
             report.paragraph(description)
-        note = group[0].result.get("reference") is not None and group[0].spec.get(
-            "reference_note"
-        )
+        report.paragraph(f"Protocol: {PROTOCOLS.get(first.protocol, first.protocol)}.")
+        note = first.result.get("reference") is not None and first.spec.get("reference_note")
         rows = []
         for run in group:
             r = run.result
+            selected = r.get("selected_step")
             rows.append([
-                run.point or name, _integer(r.get("parameters")), _accuracy(run.test_acc),
+                run.point or name, str(run.seed), _integer(r.get("parameters")),
+                _accuracy(run.test_acc), _accuracy(r.get("val_acc")),
+                NO_VALUE if selected is None else f"{selected:,}",
                 _accuracy(r.get("reference")), _accuracy(r.get("train_acc")),
                 _integer(r.get("steps_done")), _integer(r.get("batch_size")),
                 _seconds(r.get("wall_time")),
                 NO_VALUE if r.get("samples_per_s") is None else f"{r['samples_per_s']:.0f}",
                 r.get("status", "?") if r.get("status") == "completed" else r.get("message", ""),
             ])
-        report.table(["run", "parameters", "test accuracy", "course reference",
-                      "train accuracy", "steps", "batch", "wall time", "samples/s", "status"],
-                     rows)
+        report.table(["run", "seed", "parameters", "test accuracy", "validation accuracy",
+                      "selected step", "course reference", "train accuracy", "steps", "batch",
+                      "wall time", "samples/s", "status"], rows)
         if note:
             report.paragraph(f"Reference: {note}.")
-        if len(group) == 1 and group[0].metrics:
-            report.figure(f"{name}: training curves",
-                          plots.training_curves(name, group[0].metrics, group[0].result.get(
-                              "reference")), f"curves-{name}")
-        elif len(group) > 1:
-            curves = {run.point or run.label: run.metrics for run in group if run.metrics}
-            if curves:
-                report.figure(f"{name}: train (dashed) and test accuracy of each run",
-                              plots.compare_curves(name, curves), f"curves-{name}")
+        if "curves" in first.report_spec["plots"]:
+            _curves(report, name, group)
+        if explain and "explain" in first.report_spec["plots"]:
+            _explain(report, name, group)
 
 
-def _overfitting(report: Report, runs: list[Run]) -> None:
-    report.heading(2, "Overfitting: all 60,000 examples vs 250")
-    chosen = {run.name: run for run in runs if run.name in OVERFITTING}
+def _curves(report: Report, name: str, group: list[Run]) -> None:
+    if len(group) == 1 and group[0].metrics:
+        report.figure(f"{name}: training curves",
+                      plots.training_curves(name, group[0].metrics,
+                                            group[0].result.get("reference")), f"curves-{name}")
+    elif len(group) > 1:
+        curves = {_run_key(run): run.metrics for run in group if run.metrics}
+        if curves:
+            report.figure(f"{name}: train (dashed) and test accuracy of each run",
+                          plots.compare_curves(name, curves), f"curves-{name}")
+
+
+def _run_key(run: Run) -> str:
+    parts = [run.point] if run.point else []
+    if run.run_dir.name.startswith("seed-") or run.run_dir.parent.name.startswith("seed-"):
+        parts.append(f"seed {run.seed}")
+    return " ".join(parts) or run.label
+
+
+def _explain(report: Report, name: str, group: list[Run]) -> None:
+    from convgrad.lab.explain import CAPTIONS, explain_figures, has_weights
+
+    run = next((run for run in group if has_weights(run.run_dir)), None)
+    if run is None:
+        report.paragraph("Pictures: this run kept no checkpoint to explain.")
+        return
+    try:
+        figures = explain_figures(run.run_dir)
+    except (OSError, ValueError) as error:  # missing data files, a corrupt checkpoint
+        report.paragraph(f"Pictures: could not explain `{run.run_dir.name}`: {error}")
+        return
+    report.paragraph(f"Pictures of `{run.run_dir.name}` (seed {run.seed}); "
+                     f"`convgrad explain {run.run_dir}` writes them as files.")
+    for stem, png in figures.items():
+        report.figure(f"{name}: {CAPTIONS[stem]}", png, f"explain-{name}-{stem}")
+
+
+def _registered(wanted: Callable[[Any], bool]) -> str:
+    """The registered experiments whose ``[report]`` table passes ``wanted``, as text."""
+    from convgrad.lab.spec import registry
+
+    names = [name for name, spec in registry().items() if wanted(spec.report)]
+    if not names:
+        return "an experiment whose spec asks for it"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _overfitting(report: Report, groups: list[Group]) -> None:
+    report.heading(2, "Overfitting: train against test accuracy")
+    chosen = [g for g in groups if "overfitting" in g.first.report_spec["compare"]]
     if not chosen:
-        report.paragraph(f"Run {' and '.join(OVERFITTING)} to see this comparison.")
+        report.paragraph(f"Run {_registered(lambda r: 'overfitting' in r.compare)} to see this "
+                         "comparison.")
         return
     rows = []
-    for name in OVERFITTING:
-        run = chosen.get(name)
-        if run is None:
-            continue
-        train = run.result.get("train_acc")
-        gap = None if train is None or run.test_acc is None else train - run.test_acc
-        rows.append([name, _accuracy(train), _accuracy(run.test_acc),
-                     NO_VALUE if gap is None else f"{gap:.4f}", _accuracy(run.result.get(
-                         "reference"))])
+    for group in chosen:
+        train = [run.result["train_acc"] for run in group.runs
+                 if run.result.get("train_acc") is not None]
+        gaps = [run.result["train_acc"] - run.test_acc for run in group.runs
+                if run.result.get("train_acc") is not None and run.test_acc is not None]
+        rows.append([group.label, _mean_std(train), _mean_std(group.accuracies),
+                     _mean_std(gaps), _accuracy(group.first.result.get("reference"))])
     report.table(["experiment", "train accuracy", "test accuracy", "gap", "course reference"],
                  rows)
-    curves = {name: run.metrics for name, run in chosen.items() if run.metrics}
+    curves = {group.label: group.first.metrics for group in chosen if group.first.metrics}
     if curves:
-        report.figure("train (dashed) vs test accuracy: the 250-example run fits its training set "
-                      "and stalls on the test set", plots.compare_curves(
-                          "overfitting: full vs 250 examples", curves), "overfitting")
+        report.figure("train (dashed) vs test accuracy: the run on few examples fits its "
+                      "training set and stalls on the test set", plots.compare_curves(
+                          "overfitting: train vs test", curves), "overfitting")
 
 
-def _keep_sweep(report: Report, runs: list[Run]) -> None:
+def _keep_sweep(report: Report, groups: list[Group]) -> None:
     report.heading(2, "Accuracy vs keep probability")
-    sweep = [run for run in runs if run.name == "few250-dropout" and run.test_acc is not None]
+    sweep = [g for g in groups if "keep-sweep" in g.first.report_spec["plots"]
+             and g.first.result.get("keep_prob") is not None and g.accuracies]
     if not sweep:
-        report.paragraph("Run few250-dropout to see the sweep.")
+        report.paragraph(f"Run {_registered(lambda r: 'keep-sweep' in r.plots)} to see the "
+                         "sweep.")
         return
-    rows = [[f"{run.result['keep_prob']:g}", f"{1 - run.result['keep_prob']:g}",
-             _accuracy(run.test_acc), _accuracy(run.result.get("train_acc"))] for run in sweep]
+    rows, points = [], []
+    for group in sweep:
+        keep = group.first.result["keep_prob"]
+        train = [run.result["train_acc"] for run in group.runs
+                 if run.result.get("train_acc") is not None]
+        rows.append([f"{keep:g}", f"{1 - keep:g}", _mean_std(group.accuracies),
+                     _mean_std(train)])
+        points.append((keep, seed_statistics(group.accuracies)[0],
+                       seed_statistics(train)[0] if train else None))
     report.table(["keep probability", "dropout p", "test accuracy", "train accuracy"], rows)
-    points = [(run.result["keep_prob"], run.test_acc, run.result.get("train_acc")) for run in sweep]
-    report.figure("few250-dropout: test accuracy against the keep probability",
+    names = sorted({group.first.name for group in sweep})
+    report.figure(f"{', '.join(names)}: test accuracy against the keep probability",
                   plots.accuracy_vs_keep(points), "keep-probability")
 
 
-def _parameters(report: Report, runs: list[Run]) -> None:
+def _parameters(report: Report, groups: list[Group]) -> None:
     report.heading(2, "Parameters vs accuracy")
-    done = [run for run in runs if run.test_acc is not None and run.result.get("parameters")]
-    done.sort(key=lambda run: run.result["parameters"])
-    rows = [[run.label, _integer(run.result["parameters"]), _accuracy(run.test_acc),
-             run.result.get("dataset", "")] for run in done]
+    done = [g for g in groups if g.accuracies and g.first.result.get("parameters")]
+    done.sort(key=lambda g: g.first.result["parameters"])
+    rows = [[g.label, _integer(g.first.result["parameters"]), _mean_std(g.accuracies),
+             g.first.result.get("dataset", "")] for g in done]
     report.table(["experiment", "parameters", "test accuracy", "dataset"], rows)
     if done:
-        points = [(run.label, run.result["parameters"], run.test_acc) for run in done]
-        report.figure("test accuracy against the number of parameters (log scale)",
-                      plots.parameters_vs_accuracy(points), "parameters")
+        points = [(g.label, int(g.first.result["parameters"]), seed_statistics(g.accuracies)[0])
+                  for g in done]
+        report.figure("test accuracy against the number of parameters (log scale): the "
+                      "course's trade-off", plots.parameters_vs_accuracy(points), "parameters")
 
 
-def _digit_sum(report: Report, runs: list[Run]) -> None:
+def _sum_ceiling(report: Report, groups: list[Group]) -> None:
     report.heading(2, "Digit sum vs its ceiling")
-    by_name = {run.name: run for run in runs}
-    digit_sum, baseline = by_name.get("digit-sum"), by_name.get("baseline")
-    if digit_sum is None:
-        report.paragraph("Run digit-sum to see this comparison.")
+    sums = [g for g in groups if "sum-ceiling" in g.first.report_spec["plots"]]
+    if not sums:
+        report.paragraph(f"Run {_registered(lambda r: 'sum-ceiling' in r.plots)} to see this "
+                         "comparison.")
         return
-    rows = [["digit-sum (this run)", _accuracy(digit_sum.test_acc)],
-            ["course reference", _accuracy(digit_sum.result.get("reference"))],
-            ["ceiling: course digit accuracy squared", _accuracy(COURSE_DIGIT_CEILING)]]
-    if baseline is not None and baseline.test_acc is not None:
-        rows.append(["ceiling: this report's baseline accuracy squared",
-                     _accuracy(baseline.test_acc**2)])
+    by_name = {g.label: g for g in groups}
+    rows = [[f"{g.label} (this report)", _mean_std(g.accuracies)] for g in sums]
+    rows.append(["course reference (digit-sum)", _accuracy(sums[0].first.result.get(
+        "reference"))])
+    rows.append(["ceiling: course digit accuracy squared", _accuracy(COURSE_DIGIT_CEILING)])
+    singles = {g.first.report_spec.get("ceiling_of") for g in sums}
+    for single in sorted(name for name in singles if isinstance(name, str)):
+        group = by_name.get(single)
+        if group is not None and group.mean is not None:
+            rows.append([f"ceiling: this report's {single} accuracy squared",
+                         _accuracy(group.mean**2)])
     report.table(["", "accuracy"], rows)
     report.paragraph("A sum is right when both digits are read right (or when two errors cancel, "
                      "which is rare), so a single-digit classifier's accuracy squared is the "
@@ -429,14 +612,16 @@ def render_html(report: Report) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(directory: str | Path, command: str | None = None) -> tuple[Path, Path]:
+def write_report(
+    directory: str | Path, command: str | None = None, explain: bool = True
+) -> tuple[Path, Path]:
     """Write ``report.md`` (with ``plots/*.png``) and ``report.html`` into ``directory``.
 
     Returns:
         The two paths.
     """
     directory = Path(directory)
-    report = build_report(directory, command)
+    report = build_report(directory, command, explain)
     markdown, files = render_markdown(report)
     made = []
     try:

@@ -27,14 +27,6 @@ from threadpoolctl import threadpool_limits
 
 from convgrad.lab.spec import BUDGETS, ExperimentSpec, builtin_names, resolve_spec, validate_spec
 
-# Measured on the 2-core development machine, one BLAS thread, batch 50: training milliseconds
-# per example for each shipped experiment (evaluation costs about a third of it). Used only to
-# order the runs, longest first.
-MS_PER_EXAMPLE = {
-    "baseline": 4.6, "linear": 2.9, "one-conv": 0.3, "minimal": 0.9, "full-nodropout": 4.6,
-    "few250-nodropout": 4.6, "few250-small": 2.0, "few250-dropout": 4.0, "digit-sum": 7.4,
-}
-
 
 @dataclass(frozen=True)
 class Task:
@@ -48,13 +40,18 @@ class Task:
 
     @property
     def label(self) -> str:
-        """``name`` or ``name/point``."""
-        return f"{self.spec.name}/{self.spec.point}" if self.spec.point else self.spec.name
+        """``name``, ``name/point``, ``name/seed-1`` or ``name/seed-1/point`` (as run_dir)."""
+        parts = [self.spec.name]
+        if self.run_dir.name.startswith("seed-") or self.run_dir.parent.name.startswith("seed-"):
+            parts.append(f"seed-{self.spec.seed}")
+        if self.spec.point:
+            parts.append(self.spec.point)
+        return "/".join(parts)
 
     @property
     def cost(self) -> float:
-        """Estimated seconds of training, for ordering."""
-        per_example = MS_PER_EXAMPLE.get(self.spec.name, 4.6) / 1000
+        """Estimated seconds of training (the spec's ``ms_per_example`` hint), for ordering."""
+        per_example = self.spec.ms_per_example / 1000
         return self.spec.train.steps * self.spec.train.batch_size * per_example
 
 
@@ -65,25 +62,37 @@ def tasks_for(
     resume: bool = False,
     budget: str = "custom",
     keep_checkpoints: int | None = None,
+    seeds: int | None = None,
 ) -> list[Task]:
-    """One task per sweep point (``out_dir/keep-0.5``), or one task in ``out_dir``."""
-    return [
-        Task(point_spec, Path(out_dir) / point if point else Path(out_dir), resume, budget,
-             keep_checkpoints)
-        for point, point_spec in spec.sweep_points()
-    ]
+    """One task per seed and sweep point (``out_dir/seed-1/keep-0.5``), or one in ``out_dir``.
+
+    Args:
+        keep_checkpoints: checkpoint generations each run keeps; None: the spec's.
+        seeds: run seeds 0 .. seeds - 1 (overrides the spec's ``seeds``); None: the spec's.
+    """
+    tasks = []
+    for seed_dir, seed_spec in spec.seed_points(seeds):
+        for point, point_spec in seed_spec.sweep_points():
+            run_dir = Path(out_dir) / seed_dir / point
+            tasks.append(Task(point_spec, run_dir, resume, budget, keep_checkpoints))
+    return tasks
 
 
 def suite_tasks(
-    budget: str, out_dir: Path, *, names: Sequence[str] | None = None, resume: bool = True
+    budget: str,
+    out_dir: Path,
+    *,
+    names: Sequence[str] | None = None,
+    resume: bool = True,
+    seeds: int | None = None,
 ) -> list[Task]:
-    """The tasks of every shipped experiment under ``budget``, in ``out_dir/<name>``."""
+    """The tasks of every registered experiment under ``budget``, in ``out_dir/<name>``."""
     if budget not in BUDGETS:
         raise ValueError(f"expected budget in {list(BUDGETS)}, received {budget!r}")
     tasks = []
     for name in names or builtin_names():
         spec = resolve_spec(name).with_overrides(budget=budget)
-        tasks += tasks_for(spec, Path(out_dir) / name, resume=resume, budget=budget)
+        tasks += tasks_for(spec, Path(out_dir) / name, resume=resume, budget=budget, seeds=seeds)
     return tasks
 
 

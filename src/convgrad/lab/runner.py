@@ -49,9 +49,10 @@ from convgrad.lab.checkpoint import (
     remove_orphans,
     save_checkpoint,
 )
-from convgrad.lab.datasets import Datasets, load_datasets
+from convgrad.lab.datasets import Datasets, datasets_for, make_loader
 from convgrad.lab.metrics import MetricsLog, accuracy, fixed_subset
 from convgrad.lab.models import build_model, count_parameters
+from convgrad.lab.selection import Selection
 from convgrad.lab.spec import AdamSpec, ExperimentSpec, SpecError, dropout_of, validate_spec
 from convgrad.lab.tensorboard import requested as tensorboard_requested
 
@@ -411,6 +412,7 @@ class Evaluator(Hook):
             "test_acc": self.last_test_acc,
             "test_examples": len(test_labels),
             "wall_time": round(state.wall_time(), 3),
+            **self.run.selection.evaluate(state.step, model),
         })
         state.loss_sum, state.loss_count = 0.0, 0
 
@@ -515,6 +517,7 @@ class _Run:
     loader: DataLoader
     log: MetricsLog
     base: dict[str, Any]
+    selection: Selection
 
     def diverged(self, state: RunState, step: int, reason: str) -> RunOutcome:
         """Write ``result.json`` for a run that diverged at ``step``."""
@@ -539,6 +542,7 @@ class _Run:
             "message": f"test accuracy {final.get('test_acc', float('nan')):.4f} after {step} "
                        "steps",
         }
+        result.update(self.selection.finish(self.model, self.data.test))
         atomic_write_json(self.run_dir / "result.json", result)
         return RunOutcome(COMPLETED, self.run_dir, result)
 
@@ -583,15 +587,15 @@ def _run_locked(
         if previous.get("status") == COMPLETED and previous.get("steps") == spec.train.steps:
             return RunOutcome(COMPLETED, run_dir, previous)
 
-    data = datasets or load_datasets(spec.dataset)
+    data = datasets or datasets_for(spec)
     cg.manual_seed(spec.seed)
     model = build_model(spec.model, data.input_shape, data.num_classes)
     optimizer = make_optimizer(spec, model)
-    loader = DataLoader(data.train, spec.train.batch_size, shuffle=True, seed=spec.seed)
+    loader = make_loader(data, spec.train.batch_size, spec.seed)
     log = MetricsLog(run_dir / "metrics.jsonl")
     log.read()  # a bad line refuses the resume here, before any file changes
     run = _Run(spec, run_dir, data, model, optimizer, loader, log,
-               _result_base(spec, model, budget))
+               _result_base(spec, model, budget), Selection(run_dir, data.validation))
     state = RunState(spec)
     guard = DivergenceGuard(run)
     evaluator = Evaluator(run)

@@ -1,4 +1,4 @@
-"""Experiment specs: TOML files validated by pydantic models that refuse unknown keys.
+"""The experiment schema: pydantic models of a TOML spec that refuse unknown keys.
 
 A spec names the dataset, the model, the optimizer, the training schedule, the seed, the course's
 reference accuracy and, optionally, a sweep over keep probabilities. Every validation error is
@@ -35,10 +35,10 @@ Example (the shipped ``baseline.toml``)::
 from __future__ import annotations
 
 import copy
+import functools
 import math
-import tomllib
+import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -46,24 +46,27 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictInt,
     Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from convgrad.errors import ArgumentError
+from convgrad.lab.spec.errors import SpecError, format_validation_error
 
 BUDGETS = ("quick", "standard", "full")
 # budget -> (most evaluations per run, examples of each fixed evaluation subset during training)
 BUDGET_EVALUATION = {"quick": (10, 500), "standard": (10, 1000)}
-PositiveInt = Annotated[int, Field(gt=0)]
-Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
-
-
-class SpecError(ArgumentError):
-    """A spec that cannot be used; the message lists each problem with its key path."""
-
+# counts are strict integers (``steps = true`` is refused, not read as 1); floats are finite
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+KeepProbability = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -93,17 +96,24 @@ class SubsetData(_Strict):
     kind: Literal["subset"]
     base: Literal["mnist", "fashion-mnist"] = "mnist"
     n: PositiveInt
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: NonNegativeInt = 0
 
 
 class DigitPairsData(_Strict):
-    """Two digits stacked into 56x28, labelled with their sum (19 classes)."""
+    """Two digits stacked into 56x28, labelled with their sum (19 classes).
+
+    ``sampling = "fixed"`` trains on ``train_pairs`` pairs drawn once; ``"fresh"`` draws every
+    batch's pairs anew from the training digits (:class:`convgrad.data.FreshDigitPairs`, the
+    tutorial's ``next_batch`` style); ``train_pairs`` then only sizes the fixed set whose training
+    accuracy is logged.
+    """
 
     kind: Literal["digit-pairs"]
     base: Literal["mnist", "fashion-mnist"] = "mnist"
+    sampling: Literal["fixed", "fresh"] = "fixed"
     train_pairs: PositiveInt = 60000
     test_pairs: PositiveInt = 10000
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: NonNegativeInt = 0
 
 
 class SyntheticData(_Strict):
@@ -112,11 +122,11 @@ class SyntheticData(_Strict):
     kind: Literal["synthetic"]
     train: PositiveInt = 512
     test: PositiveInt = 256
-    classes: Annotated[int, Field(ge=2)] = 10
+    classes: Annotated[StrictInt, Field(ge=2)] = 10
     height: PositiveInt = 28
     width: PositiveInt = 28
-    noise: Annotated[float, Field(ge=0.0)] = 0.3
-    seed: Annotated[int, Field(ge=0)] = 0
+    noise: NonNegativeFloat = 0.3
+    seed: NonNegativeInt = 0
 
 
 DatasetSpec = Annotated[
@@ -124,7 +134,7 @@ DatasetSpec = Annotated[
 ]
 
 # ---------------------------------------------------------------------------------- layers
-IntPair = int | tuple[int, int]
+IntPair = StrictInt | tuple[StrictInt, StrictInt]
 
 
 class Conv2dLayer(_Strict):
@@ -168,16 +178,28 @@ class PlainLayer(_Strict):
     type: Literal["relu", "sigmoid", "tanh", "flatten", "identity"]
 
 
+class SumDistributionLayer(_Strict):
+    """The distribution of the sum of two digits from their two distributions, in log space.
+
+    The input is (N, 2K): the logits of the first and of the second digit (K classes each);
+    the output is (N, 2K - 1), ``log p(s) = log sum_k p1(k) p2(s - k)``: a discrete convolution
+    of the two distributions (see :class:`convgrad.lab.models.SumDistribution`).
+    """
+
+    type: Literal["sum_distribution"]
+
+
 LayerSpec = Annotated[
-    Conv2dLayer | LinearLayer | PoolLayer | DropoutLayer | PlainLayer, Field(discriminator="type")
+    Conv2dLayer | LinearLayer | PoolLayer | DropoutLayer | PlainLayer | SumDistributionLayer,
+    Field(discriminator="type"),
 ]
 
 
 # ---------------------------------------------------------------------------------- models
 class _ModelBase(_Strict):
     init: Literal["default", "tf_tutorial"] = "default"
-    init_std: Annotated[float, Field(gt=0.0)] = 0.1
-    init_bias: float = 0.1
+    init_std: PositiveFloat = 0.1
+    init_bias: Finite = 0.1
 
 
 class LayerListModel(_ModelBase):
@@ -190,12 +212,18 @@ class Split(_Strict):
     """How to cut the input: into ``parts`` equal slices along ``axis``."""
 
     axis: Literal["height", "width", "channels"] = "height"
-    parts: Annotated[int, Field(ge=2)] = 2
+    parts: Annotated[StrictInt, Field(ge=2)] = 2
 
 
 class SharedTowerModel(_ModelBase):
-    """Weight sharing: the *same* tower on each part of the input, concatenated, then a head."""
+    """Weight sharing: the *same* tower on each part of the input, concatenated, then a head.
 
+    ``stem`` (default none) runs on the whole input before the split: convolutions over the
+    whole 56x28 image with the halves split after pooling are ``stem = [conv, relu, pool, ...]``
+    and a tower that starts at ``flatten``.
+    """
+
+    stem: list[LayerSpec] = []
     split: Split
     tower: Annotated[list[LayerSpec], Field(min_length=1)]
     head: Annotated[list[LayerSpec], Field(min_length=1)]
@@ -253,17 +281,33 @@ BuilderModel = Annotated[
 ]
 
 
+# the model kinds told apart by their keys: a ``builder`` key, else the keys only one kind has
+_MODEL_KINDS: dict[str, type[_ModelBase]] = {
+    "layer-list": LayerListModel,
+    "split-tower": SharedTowerModel,
+}
+
+
+@functools.cache
+def _kind_keys() -> dict[str, frozenset[str]]:
+    common = set(_ModelBase.model_fields)
+    return {tag: frozenset(set(cls.model_fields) - common) for tag, cls in _MODEL_KINDS.items()}
+
+
 def _model_kind(value: Any) -> str | None:
+    """The tag of a model table (a mapping) or model object, derived from the models' fields."""
     if isinstance(value, Mapping):
         if "builder" in value:
             return "named-builder"
-        if {"split", "tower", "head"} & set(value):
-            return "split-tower"
+        for tag, keys in _kind_keys().items():
+            if tag != "layer-list" and keys & set(value):
+                return tag
         return "layer-list"
     if isinstance(value, BaseModel):
-        return {LayerListModel: "layer-list", SharedTowerModel: "split-tower"}.get(
-            type(value), "named-builder"
-        )
+        for tag, cls in _MODEL_KINDS.items():
+            if type(value) is cls:
+                return tag
+        return "named-builder"
     return None
 
 
@@ -280,20 +324,20 @@ class AdamSpec(_Strict):
     """``convgrad.optim.Adam``."""
 
     name: Literal["adam"]
-    lr: Annotated[float, Field(gt=0.0)] = 1e-3
+    lr: PositiveFloat = 1e-3
     betas: tuple[Probability, Probability] = (0.9, 0.999)
-    eps: Annotated[float, Field(gt=0.0)] = 1e-8
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0
 
 
 class SgdSpec(_Strict):
     """``convgrad.optim.SGD``."""
 
     name: Literal["sgd"]
-    lr: Annotated[float, Field(gt=0.0)]
-    momentum: Annotated[float, Field(ge=0.0)] = 0.0
+    lr: PositiveFloat
+    momentum: NonNegativeFloat = 0.0
     nesterov: bool = False
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    weight_decay: NonNegativeFloat = 0.0
 
 
 OptimizerSpec = Annotated[AdamSpec | SgdSpec, Field(discriminator="name")]
@@ -321,9 +365,9 @@ class TrainSpec(_Strict):
     eval_every: PositiveInt = 1000
     checkpoint_every: PositiveInt | None = None
     eval_train_examples: PositiveInt = 1000
-    eval_test_examples: Annotated[int, Field(ge=0)] = 2000
+    eval_test_examples: NonNegativeInt = 2000
     keep_checkpoints: PositiveInt = 2
-    loss_ceiling_factor: Annotated[float, Field(gt=1.0)] = 1e4
+    loss_ceiling_factor: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] = 1e4
 
 
 class BudgetSpec(_Strict):
@@ -336,7 +380,7 @@ class BudgetSpec(_Strict):
 class SweepSpec(_Strict):
     """One run per keep probability; each sets every dropout of the model to ``p = 1 - keep``."""
 
-    keep_prob: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]], Field(min_length=1)]
+    keep_prob: Annotated[list[KeepProbability], Field(min_length=1)]
 
     @field_validator("keep_prob")
     @classmethod
@@ -344,6 +388,25 @@ class SweepSpec(_Strict):
         if len(set(values)) != len(values):
             raise ValueError(f"expected distinct keep probabilities, received {values}")
         return values
+
+
+class ReportSpec(_Strict):
+    """Where the experiment appears in the report and which figures it gets.
+
+    Attributes:
+        section: ``"course"`` (the course's table, its protocol) or ``"beyond"``.
+        compare: comparison tables it joins; ``"overfitting"`` puts train against test accuracy.
+        plots: ``"curves"`` (training curves), ``"keep-sweep"`` (accuracy against the keep
+            probability of a sweep), ``"sum-ceiling"`` (the sum against the single-digit
+            accuracy squared), ``"explain"`` (filters, feature maps, saliency, confusions).
+        ceiling_of: for ``"sum-ceiling"``, the single-digit experiment whose accuracy squared
+            bounds this one.
+    """
+
+    section: Literal["course", "beyond"] = "course"
+    compare: list[Literal["overfitting"]] = []
+    plots: list[Literal["curves", "keep-sweep", "sum-ceiling", "explain"]] = ["curves"]
+    ceiling_of: str | None = None
 
 
 class ExperimentSpec(_Strict):
@@ -357,17 +420,33 @@ class ExperimentSpec(_Strict):
         target: the accuracy this experiment must reach under the full budget, if any.
         max_params: a parameter ceiling that is part of the target (the minimal network).
         seed: seeds initialisation, dropout and data order.
+        seeds: run once per seed (each in its own ``seed-<s>`` directory); the report gives
+            their mean and standard deviation. None: one run with ``seed``.
+        order: position in ``convgrad list``, ``reproduce`` and the report (then the name).
+        ms_per_example: training milliseconds per example on one core, a cost hint that only
+            orders parallel runs (longest first).
+        protocol: ``"course"`` evaluates the last weights on the test set, as the course does;
+            ``"validation"`` keeps the weights that are best on a validation split carved from
+            the training set (``validation_examples`` of it) and reports their test accuracy:
+            the test set never selects anything.
+        report: the experiment's report section and figures.
         point: the sweep point this spec is (``keep-0.5``), set by :meth:`sweep_points`.
     """
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     description: str = ""
-    reference: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    reference: Fraction | None = None
     reference_note: str = ""
-    target: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    target_max: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    target: Fraction | None = None
+    target_max: Fraction | None = None
     max_params: PositiveInt | None = None
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: NonNegativeInt = 0
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] | None = None
+    order: NonNegativeInt = 1000
+    ms_per_example: PositiveFloat = 4.6
+    protocol: Literal["course", "validation"] = "course"
+    validation_examples: PositiveInt = 5000
+    report: ReportSpec = ReportSpec()
     point: str = ""
     dataset: DatasetSpec
     model: ModelSpec
@@ -375,6 +454,13 @@ class ExperimentSpec(_Strict):
     train: TrainSpec
     budget: BudgetSpec = BudgetSpec()
     sweep: SweepSpec | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"expected distinct seeds, received {values}")
+        return values
 
     @model_validator(mode="after")
     def _sweep_needs_dropout(self) -> ExperimentSpec:
@@ -403,6 +489,8 @@ class ExperimentSpec(_Strict):
     ) -> ExperimentSpec:
         """A copy with the schedule changed; a smaller budget scales the evaluations with it.
 
+        ``seed`` runs that one seed only (the spec's ``seeds`` list is dropped).
+
         Under the quick and standard budgets a run evaluates at most 10 times, on smaller fixed
         subsets during training (:data:`BUDGET_EVALUATION`); the last evaluation is still on the
         whole test set.
@@ -425,9 +513,25 @@ class ExperimentSpec(_Strict):
         if eval_every is not None:
             train["eval_every"] = eval_every
             train["checkpoint_every"] = None
-        if seed is not None:
-            data["seed"] = seed
+        if seed is not None:  # one explicit seed replaces the spec's list of seeds
+            data["seed"], data["seeds"] = seed, None
         return validate_spec(data)
+
+    def seed_points(self, count: int | None = None) -> list[tuple[str, ExperimentSpec]]:
+        """``[(directory, spec)]``: one per seed (``seed-0``...), or ``[("", self)]``.
+
+        Args:
+            count: run seeds ``0 .. count - 1`` instead of the spec's ``seeds``.
+        """
+        seeds = list(range(count)) if count is not None else self.seeds
+        if seeds is None:
+            return [("", self)]
+        points = []
+        for seed in seeds:
+            data = self.model_dump(mode="python")
+            data["seed"], data["seeds"] = seed, None
+            points.append((f"seed-{seed}", validate_spec(data)))
+        return points
 
     def sweep_points(self) -> list[tuple[str, ExperimentSpec]]:
         """``[(point, spec)]``: one per keep probability, or ``[("", self)]`` without a sweep."""
@@ -475,73 +579,54 @@ def _set_dropout(model: dict[str, Any], p: float) -> dict[str, Any]:
     return model
 
 
-# ---------------------------------------------------------------------------------- loading
-_TAGS = {
-    "mnist", "fashion-mnist", "subset", "digit-pairs", "synthetic", "conv2d", "linear", "maxpool",
-    "avgpool", "dropout", "relu", "sigmoid", "tanh", "flatten", "identity", "deep_mnist",
-    "one_conv", "minimal", "digit_sum", "named-builder", "layer-list", "split-tower", "adam",
-    "sgd", "function-after", "tuple", "int", "literal['same','valid']", "is-instance",
-}
 
 
-def _key_path(loc: tuple[Any, ...], data: Any) -> str:
-    """The dotted key path of ``loc`` in ``data``, without pydantic's union-member tags."""
-    parts: list[str] = []
-    node = data
-    for part in loc:
-        if isinstance(node, Mapping):
-            if part in node:
-                node = node[part]
-                parts.append(str(part))
-                continue
-            if isinstance(part, str) and (part in _TAGS or "[" in part):
-                continue
-            parts.append(str(part))
-            node = None
-        elif isinstance(node, list | tuple) and isinstance(part, int):
-            node = node[part] if 0 <= part < len(node) else None
-            parts.append(f"[{part}]")
-        elif isinstance(part, str) and (part in _TAGS or "[" in part):
+# ---------------------------------------------------------------------------------- validation
+def _tags_of(annotation: Any) -> set[str]:
+    """Tags of the tagged unions inside ``annotation``: each member's value of the union's
+    discriminator field (``Field(discriminator="type")`` -> ``conv2d``, ``linear``, ...)."""
+    tags: set[str] = set()
+    for metadata in getattr(annotation, "__metadata__", ()):
+        key = getattr(metadata, "discriminator", None)
+        if isinstance(key, str):
+            for member in _members(annotation):
+                field = member.model_fields.get(key)
+                if field is not None and typing.get_origin(field.annotation) is Literal:
+                    tags |= {str(value) for value in typing.get_args(field.annotation)}
+    for argument in typing.get_args(annotation):
+        tags |= _tags_of(argument)
+    return tags
+
+
+def _members(annotation: Any) -> list[type[BaseModel]]:
+    """The BaseModel classes inside an annotation (through Annotated, unions and lists)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+
+
+@functools.cache
+def union_tags() -> frozenset[str]:
+    """Every tag pydantic may put into an error location, derived from the schema's types.
+
+    The tagged unions' member tags (``conv2d``, ``adam``, ``digit-pairs``...), the model kinds
+    (:func:`_model_kind`) and the names pydantic gives to members of unions of plain types.
+    """
+    tags = {"named-builder", *_MODEL_KINDS, "function-after", "tuple", "int", "is-instance"}
+    seen: set[type[BaseModel]] = set()
+    pending: list[type[BaseModel]] = [ExperimentSpec]
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
             continue
-        else:
-            parts.append(f"[{part}]" if isinstance(part, int) else str(part))
-            node = None
-    path = ""
-    for part in parts:
-        path += part if part.startswith("[") or not path else f".{part}"
-    return path or "(top level)"
-
-
-def format_validation_error(error: ValidationError, data: Any, source: str = "spec") -> str:
-    """One line per problem: ``key.path: message (received value)``."""
-    problems: dict[str, list[str]] = {}
-    for item in error.errors(include_url=False):
-        path = _key_path(tuple(item["loc"]), data)
-        message = item["msg"]
-        context = item.get("ctx") or {}
-        key = str(context.get("discriminator", "")).strip("'")
-        if item["type"] in ("union_tag_invalid", "union_tag_not_found") and key.isidentifier():
-            path = f"{path}.{key}" if path != "(top level)" else key
-            if item["type"] == "union_tag_not_found":
-                message = "Field required"
-            else:
-                message = (f"expected one of {context.get('expected_tags')}, received "
-                           f"{context.get('tag')!r}")
-        elif item["type"] == "union_tag_not_found":
-            message = ("expected a table: layers = [...], builder = \"...\", or split, tower "
-                       "and head")
-        elif item["type"] == "extra_forbidden":
-            message = "unknown key (not allowed here)"
-        elif item["type"] != "missing" and "input" in item and not isinstance(
-            item["input"], Mapping | list
-        ):
-            message += f" (received {item['input']!r})"
-        messages = problems.setdefault(path, [])
-        if message not in messages:
-            messages.append(message)
-    lines = [f"  {path}: {'; or '.join(messages)}" for path, messages in problems.items()]
-    count = len(lines)
-    return f"invalid {source}: {count} problem{'s' if count != 1 else ''}\n" + "\n".join(lines)
+        seen.add(cls)
+        for info in cls.model_fields.values():
+            annotation = info.annotation
+            if isinstance(info.discriminator, str):  # pydantic moves a field's own discriminator
+                annotation = Annotated[annotation, Field(discriminator=info.discriminator)]
+            tags |= _tags_of(annotation)
+            pending += _members(info.annotation)
+    return frozenset(tags)
 
 
 def validate_spec(data: Mapping[str, Any], source: str = "spec") -> ExperimentSpec:
@@ -553,66 +638,4 @@ def validate_spec(data: Mapping[str, Any], source: str = "spec") -> ExperimentSp
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as error:
-        raise SpecError(format_validation_error(error, data, source)) from None
-
-
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a TOML spec file.
-
-    Raises:
-        SpecError: unreadable file, TOML syntax error, or invalid content.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SpecError(f"cannot read spec {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise SpecError(f"invalid spec {path}: not UTF-8 text ({error.reason} at byte "
-                        f"{error.start})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"invalid spec {path}: TOML syntax error: {error}") from None
-    return validate_spec(data, source=f"spec {path}")
-
-
-def builtin_dir() -> Path:
-    """The folder of the specs shipped with the package."""
-    return Path(__file__).with_name("specs")
-
-
-def builtin_names() -> list[str]:
-    """Names of the shipped experiments, in the course's order."""
-    specs = [load_spec(p) for p in sorted(builtin_dir().glob("*.toml"))]
-    specs.sort(key=lambda spec: EXPERIMENT_ORDER.get(spec.name, len(EXPERIMENT_ORDER)))
-    return [spec.name for spec in specs]
-
-
-EXPERIMENT_ORDER = {
-    name: index
-    for index, name in enumerate(
-        [
-            "baseline", "linear", "one-conv", "minimal", "full-nodropout", "few250-nodropout",
-            "few250-small", "few250-dropout", "digit-sum",
-        ]
-    )
-}
-
-
-def resolve_spec(name_or_path: str) -> ExperimentSpec:
-    """A shipped experiment by name, or a spec file by path.
-
-    Raises:
-        SpecError: neither a known name nor a readable spec file.
-    """
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.exists():
-        return load_spec(candidate)
-    shipped = builtin_dir() / f"{name_or_path}.toml"
-    if shipped.is_file():
-        return load_spec(shipped)
-    raise SpecError(
-        f"unknown experiment {name_or_path!r}: expected one of {builtin_names()} or a path to a "
-        ".toml spec"
-    )
+        raise SpecError(format_validation_error(error, data, source, union_tags())) from None
