@@ -30,7 +30,6 @@ from matplotlib.figure import Figure
 import convgrad as cg
 from convgrad import nn
 from convgrad.files import atomic_write
-from convgrad.nn import module as module_lib
 
 CAPTIONS = {
     "filters": "the first convolution's filters (input channels averaged)",
@@ -85,19 +84,21 @@ def load_trained(run_dir: str | Path) -> tuple[Any, nn.Module, Any]:
 
 
 @contextlib.contextmanager
-def _conv_outputs() -> Iterator[list[tuple[nn.Module, np.ndarray]]]:
-    """Collect ``(conv module, output array)`` for every Conv2d call inside the block."""
+def _conv_outputs(model: nn.Module) -> Iterator[list[tuple[nn.Module, np.ndarray]]]:
+    """Collect ``(conv module, output array)`` for every call of ``model``'s Conv2d layers
+    inside the block (a forward hook on each, removed on exit)."""
     calls: list[tuple[nn.Module, np.ndarray]] = []
 
     def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
         if isinstance(module, nn.Conv2d):
             calls.append((module, np.asarray(output.data)))
 
-    module_lib._forward_hooks.append(hook)
+    handles = [module.register_forward_hook(hook) for module in model.modules()]
     try:
         yield calls
     finally:
-        module_lib._forward_hooks.remove(hook)
+        for handle in handles:
+            handle.remove()
 
 
 def _as_input(images: np.ndarray) -> np.ndarray:
@@ -164,7 +165,7 @@ def filters_figure(model: nn.Module) -> bytes | None:
 
 def feature_maps_figure(model: nn.Module, images: np.ndarray, channels: int = 6) -> bytes | None:
     """For each example (row block) the input and ``channels`` maps of each Conv2d call."""
-    with _conv_outputs() as calls, cg.no_grad():
+    with _conv_outputs(model) as calls, cg.no_grad():
         model(cg.tensor(_as_input(images)))
     if not calls:
         return None

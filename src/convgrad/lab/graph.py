@@ -25,7 +25,6 @@ import convgrad as cg
 from convgrad import nn
 from convgrad.autograd import Tensor
 from convgrad.files import atomic_write
-from convgrad.nn import module as module_lib
 
 RENDER_HINT = ("install Graphviz (Debian: apt-get install graphviz) and run "
                "`dot -Tsvg {dot} -o {svg}`")
@@ -100,11 +99,12 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> ModelGraph:
 
     was_training = model.training
     model.eval()
-    module_lib._forward_hooks.append(hook)
+    handles = [module.register_forward_hook(hook) for module in model.modules()]
     try:
         out = model(x)
     finally:
-        module_lib._forward_hooks.remove(hook)
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
     graph.output_shape = tuple(out.shape)
     graph.output_sources = _sources(vertex(out), producers)

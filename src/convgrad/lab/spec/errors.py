@@ -9,6 +9,7 @@ are passed in (the schema derives them from its own types, see
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,9 @@ def key_path(loc: tuple[Any, ...], data: Any, tags: frozenset[str] = frozenset()
     return path or "(top level)"
 
 
+_FIELD_MESSAGE = re.compile(r"^Value error, ([A-Za-z_][A-Za-z0-9_]*): (.*)$", re.S)
+
+
 def format_validation_error(
     error: ValidationError, data: Any, source: str = "spec", tags: frozenset[str] = frozenset()
 ) -> str:
@@ -82,6 +86,10 @@ def format_validation_error(
                        "and head")
         elif item["type"] == "extra_forbidden":
             message = "unknown key (not allowed here)"
+        elif item["type"] == "value_error" and _FIELD_MESSAGE.match(message):
+            # a table's own check naming one of its keys: "Value error, steps: expected ..."
+            field, message = _FIELD_MESSAGE.match(message).groups()  # type: ignore[union-attr]
+            path = f"{path}.{field}" if path != "(top level)" else field
         elif item["type"] != "missing" and "input" in item and not isinstance(
             item["input"], Mapping | list
         ):

@@ -39,7 +39,7 @@ import functools
 import math
 import typing
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -74,13 +74,24 @@ class _Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, data: Any) -> Any:
-        """``steps = true`` is not 1: a boolean is accepted only where the field is a bool."""
+        """``steps = true`` is not 1: a boolean is accepted only where the field takes a bool."""
         if isinstance(data, Mapping):
             for key, value in data.items():
                 field = cls.model_fields.get(key)
-                if isinstance(value, bool) and field is not None and field.annotation is not bool:
+                if isinstance(value, bool) and field is not None and not _takes_bool(
+                    field.annotation
+                ):
                     raise ValueError(f"{key}: expected a number, received {str(value).lower()}")
         return data
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a bool (``bool``, ``bool | None``, ``Literal[True]``, ...)."""
+    if annotation is bool or annotation is Any:
+        return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(option, bool) for option in get_args(annotation))
+    return any(_takes_bool(option) for option in get_args(annotation))
 
 
 # ---------------------------------------------------------------------------------- datasets
