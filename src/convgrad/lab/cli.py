@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from convgrad.lab import distributed, search
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="sweep points to run in parallel processes (default: 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+    distributed.add_ray_arguments(run, what="sweep point")
 
     listing = subparsers.add_parser("list", help="list the shipped experiments")
     listing.set_defaults(func=cmd_list)
@@ -82,10 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(func=cmd_reproduce)
+    distributed.add_ray_arguments(reproduce, what="run")
+    search.register(subparsers)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``convgrad run``."""
+    if args.ray is not None or args.storage is not None:
+        return distributed.cmd_run(args)
     from convgrad.lab.checkpoint import CheckpointError
     from convgrad.lab.reproduce import run_tasks, tasks_for
     from convgrad.lab.spec import SpecError, resolve_spec
@@ -161,6 +168,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """``convgrad reproduce``: every shipped experiment under a budget, then the report."""
+    if args.ray is not None or args.storage is not None:
+        return distributed.cmd_reproduce(args)
     from convgrad.lab.report import write_report
     from convgrad.lab.reproduce import run_tasks, suite_tasks
     from convgrad.lab.spec import SpecError, builtin_names
