@@ -146,7 +146,9 @@ def connect(
     try:
         with _workers_import_this_convgrad(local=kind == "local"):
             ray.init(**options)
-    except (ConnectionError, RuntimeError, TimeoutError, ValueError) as error:
+    except Exception as error:  # Ray raises bare Exceptions too (a raylet that never started)
+        with contextlib.suppress(Exception):
+            ray.shutdown()
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ClusterError(f"cannot connect to Ray at {address!r}: {first}") from None
     try:
