@@ -35,18 +35,9 @@ TIMING = {"wall_time", "train_time", "samples_per_s"}
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local cluster for every Ray test of the session; the CLI reuses this connection.
-
-    Starting is retried: on a loaded machine Ray's raylet can time out waiting for its agent.
-    """
-    for attempt in range(3):
-        try:
-            with distributed.connect("local", num_cpus=2) as connected:
-                yield connected.get_runtime_context().gcs_address
-            return
-        except distributed.ClusterError:
-            if attempt == 2:
-                raise
+    """One local cluster for every Ray test of the session; the CLI reuses this connection."""
+    with distributed.connect("local", num_cpus=2) as connected:
+        yield connected.get_runtime_context().gcs_address
 
 
 def write_spec(folder: Path, name: str, steps: int, *, every: int = 10, sweep: bool = True,

@@ -42,6 +42,7 @@ from convgrad.lab.checkpoint import MANIFEST
 RAY_EXTRA = "convgrad[ray]"
 CONNECT_TIMEOUT_S = 10.0
 DEFAULT_MAX_RETRIES = 3
+LOCAL_START_ATTEMPTS = 3
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -143,14 +144,21 @@ def connect(
         )
     else:
         options["address"] = address
-    try:
-        with _workers_import_this_convgrad(local=kind == "local"):
-            ray.init(**options)
-    except Exception as error:  # Ray raises bare Exceptions too (a raylet that never started)
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ClusterError(f"cannot connect to Ray at {address!r}: {first}") from None
+    # a local start is tried again: on a loaded machine Ray's raylet can time out waiting for
+    # its agent processes to start
+    attempts = LOCAL_START_ATTEMPTS if kind == "local" else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            with _local_environment(ray, local=kind == "local"):
+                ray.init(**options)
+            break
+        except Exception as error:  # Ray raises bare Exceptions too (a raylet that never started)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            if attempt == attempts:
+                text = str(error).strip()
+                first = text.splitlines()[0] if text else type(error).__name__
+                raise ClusterError(f"cannot connect to Ray at {address!r}: {first}") from None
     try:
         yield ray
     finally:
@@ -158,29 +166,37 @@ def connect(
 
 
 @contextlib.contextmanager
-def _workers_import_this_convgrad(local: bool) -> Iterator[None]:
-    """Put this convgrad's source root first on the PYTHONPATH a local cluster's workers inherit.
+def _local_environment(ray: Any, local: bool) -> Iterator[None]:
+    """What a local cluster's processes inherit while ``ray.init`` starts them.
 
-    A local cluster's processes inherit the driver's environment when ``ray.init`` starts them;
-    without this, a worker whose working directory differs (Tune trials run in their own
-    directory) could import another installed convgrad than the driver's.
+    - This convgrad's source root first on PYTHONPATH: a worker whose working directory differs
+      (Tune trials run in their own directory) must not import another installed convgrad.
+    - Loopback only: Ray replaces 127.0.0.1 with the machine's network address unless clusters
+      are "disabled" (its switch for single-machine clusters on macOS and Windows), so a local
+      cluster would otherwise advertise itself on the network.
     """
     if not local:
         yield
         return
     import convgrad
 
+    constants = ray._private.ray_constants
     root = str(Path(convgrad.__file__).resolve().parents[1])
-    before = os.environ.get("PYTHONPATH")
-    paths = [root] + [p for p in (before or "").split(os.pathsep) if p and p != root]
+    keys = ("PYTHONPATH", constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    saved = {key: os.environ.get(key) for key in keys}
+    paths = [root] + [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p and p != root]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    os.environ[constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    enabled, constants.ENABLE_RAY_CLUSTER = constants.ENABLE_RAY_CLUSTER, False
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = before
+        constants.ENABLE_RAY_CLUSTER = enabled
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # ---------------------------------------------------------------------------------- tasks

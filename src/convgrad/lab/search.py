@@ -307,6 +307,7 @@ def _trial_main(config: dict[str, Any]) -> None:
     import convgrad as cg
     from convgrad.lab.runner import run_experiment
 
+    config = config["trial"]
     spec = validate_spec(config["spec"])
     run_dir = Path(config["run_dir"])
     threads = int(config["threads"])
