@@ -386,10 +386,12 @@ def _run_and_report(
 
     try:
         preflight(tasks)
+        started = time.perf_counter()
         with connect(args.ray) as ray:
             cpus = int(ray.cluster_resources().get("CPU", 0))
             print(f"{heading}: {len(tasks)} runs on Ray ({cpus} CPUs, {args.cpus_per_run} per "
-                  f"run, {args.max_retries} retries)", flush=True)
+                  f"run, {args.max_retries} retries; connected in "
+                  f"{time.perf_counter() - started:.1f} s)", flush=True)
             if cpus and args.cpus_per_run > cpus:
                 raise ClusterError(f"--cpus-per-run {args.cpus_per_run}: the cluster has only "
                                    f"{cpus} CPUs")

@@ -599,6 +599,7 @@ def _plot(trials: Sequence[Trial], search: SearchSpec, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     markers = {"completed": ("o", "tab:blue"), "stopped": ("v", "tab:orange"),
@@ -619,6 +620,7 @@ def _plot(trials: Sequence[Trial], search: SearchSpec, path: Path) -> None:
         left.axhline(search.target, color="tab:green", ls=":", lw=1, label="target")
         right.axhline(search.target, color="tab:green", ls=":", lw=1)
     left.set_xscale("log")
+    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     left.set_xlabel("parameters")
     left.set_ylabel("validation accuracy (last evaluation)")
     left.legend(fontsize=8)
@@ -626,6 +628,8 @@ def _plot(trials: Sequence[Trial], search: SearchSpec, path: Path) -> None:
         if t.curve:
             steps, values = zip(*t.curve, strict=True)
             right.plot(steps, values, marker=".", lw=1, label=t.label)
+    if 0 < len([t for t in trials if t.curve]) <= 12:
+        right.legend(fontsize=7, ncol=2)
     right.set_xlabel("step")
     right.set_ylabel("validation accuracy")
     right.set_title("curves (ASHA stops the weak ones early)", fontsize=9)
