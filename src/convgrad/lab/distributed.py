@@ -129,11 +129,11 @@ def connect(
         RayUnavailableError: Ray is not installed.
         ClusterError: the address is malformed or unreachable, or no cluster runs for ``auto``.
     """
+    kind, host, port = parse_address(address)
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
-    kind, host, port = parse_address(address)
     if host is not None and port is not None:
         _probe(host, port, timeout, address)
     options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
