@@ -305,6 +305,7 @@ def _trial_main(config: dict[str, Any]) -> None:
     from threadpoolctl import threadpool_limits
 
     import convgrad as cg
+    from convgrad.lab.checkpoint import MANIFEST
     from convgrad.lab.runner import run_experiment
 
     config = config["trial"]
@@ -326,8 +327,6 @@ def _trial_main(config: dict[str, Any]) -> None:
     with threadpool_limits(limits=threads):
         report_new()
         while True:
-            from convgrad.lab.checkpoint import MANIFEST
-
             manifest = run_dir / MANIFEST
             step = json.loads(manifest.read_text())["step"] if manifest.is_file() else 0
             outcome = run_experiment(spec, run_dir, resume=True, progress=False, datasets=datasets,
@@ -385,10 +384,12 @@ def run_search(
         raise SpecError(f"search {spec.name}: every one of the {len(trials)} trials was refused "
                         "(see above); widen search.space or raise search.max_params")
     out.mkdir(parents=True, exist_ok=True)
-    with connect(address) as ray:  # noqa: F841 (the connection Tune runs on)
-        _tune(spec, search, runnable, trials_dir, out, budget, max_retries, say)
+    with connect(address):
+        errored = _tune(spec, search, runnable, trials_dir, out, budget, max_retries, say)
     for trial in runnable:
         _collect(trial, trials_dir / trial.label)
+        if trial.index in errored:
+            trial.status = "failed"
     best = pick_best(trials, search.target)
     files = write_outputs(spec, search, trials, best, out)
     return SearchOutcome(trials, best, files)
@@ -397,7 +398,8 @@ def run_search(
 def _tune(
     spec: ExperimentSpec, search: SearchSpec, runnable: Sequence[Trial], trials_dir: Path,
     out: Path, budget: str | None, max_retries: int, say: Callable[[str], None],
-) -> None:
+) -> set[int]:
+    """Run the trials with Tune; returns the indices of those that failed after retries."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -419,21 +421,24 @@ def _tune(
         for trial in runnable
     ]
     done = [0]
+    errored: set[int] = set()
 
     class Progress(tune.Callback):
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trial, "ended")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            errored.add(trial.config["trial"]["index"])
             self._line(trial, "failed")
 
         def _line(self, tune_trial: Any, how: str) -> None:
             ours = by_index[tune_trial.config["trial"]["index"]]
             _collect(ours, trials_dir / ours.label)
+            if how == "failed":
+                ours.status = "failed"
             done[0] += 1
             accuracy = "-" if ours.val_acc is None else f"{ours.val_acc:.4f}"
-            status = how if how == "failed" else ours.status
-            say(f"[{done[0]}/{len(runnable)}] {ours.label} {status}"
+            say(f"[{done[0]}/{len(runnable)}] {ours.label} {ours.status}"
                 f": val acc {accuracy} at step {ours.step}, {ours.parameters:,} parameters "
                 f"({_settings_text(ours.settings)})")
 
@@ -451,6 +456,7 @@ def _tune(
         ),
     )
     tuner.fit()
+    return errored
 
 
 def _collect(trial: Trial, run_dir: Path) -> None:
