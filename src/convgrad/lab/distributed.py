@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -149,7 +150,8 @@ def connect(
     attempts = LOCAL_START_ATTEMPTS if kind == "local" else 1
     for attempt in range(1, attempts + 1):
         try:
-            with _local_environment(ray, local=kind == "local"):
+            loopback = kind == "local" or _is_loopback(host)
+            with _local_environment(ray, local=loopback):
                 ray.init(**options)
             break
         except Exception as error:  # Ray raises bare Exceptions too (a raylet that never started)
@@ -165,15 +167,28 @@ def connect(
         ray.shutdown()
 
 
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @contextlib.contextmanager
 def _local_environment(ray: Any, local: bool) -> Iterator[None]:
-    """What a local cluster's processes inherit while ``ray.init`` starts them.
+    """What a cluster on this machine (started here, or joined at a loopback address) sees
+    while ``ray.init`` starts or joins it.
 
     - This convgrad's source root first on PYTHONPATH: a worker whose working directory differs
       (Tune trials run in their own directory) must not import another installed convgrad.
     - Loopback only: Ray replaces 127.0.0.1 with the machine's network address unless clusters
       are "disabled" (its switch for single-machine clusters on macOS and Windows), so a local
-      cluster would otherwise advertise itself on the network.
+      cluster would otherwise advertise itself on the network, and a driver joining it at
+      127.0.0.1 would look for its node under the network address and not find it.
     """
     if not local:
         yield
