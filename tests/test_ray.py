@@ -243,3 +243,18 @@ def test_connect_refuses_a_malformed_address():
         parse_address("somewhere")
     with pytest.raises(ClusterError, match="received 'ray://host'"):
         parse_address("ray://host")
+
+
+def test_reproduce_on_ray_writes_the_run_directories_and_the_report(ray_cluster, tmp_path, capsys):
+    storage = tmp_path / "shared"
+    storage.mkdir()
+    status = main(["reproduce", "--budget", "quick", "--only", "one-conv", "--ray", "local",
+                   "--storage", str(storage), "--quiet"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert "[1/1] one-conv" in printed
+    result = json.loads((storage / "one-conv" / "result.json").read_text())
+    assert result["status"] == "completed" and result["budget"] == "quick"
+    report = (storage / "report.md").read_text()
+    assert "one-conv" in report and "--ray local" in report
+    assert (storage / "report.html").is_file()
