@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from convgrad.lab import distributed, search
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
 
@@ -68,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_seeds(run)
     run.set_defaults(func=cmd_run)
     _add_tensorboard(run)
+    distributed.add_ray_arguments(run, what="sweep point")
 
     listing = subparsers.add_parser("list", help="list the shipped experiments")
     listing.set_defaults(func=cmd_list)
@@ -91,6 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_seeds(reproduce)
     reproduce.set_defaults(func=cmd_reproduce)
+    distributed.add_ray_arguments(reproduce, what="run")
+    search.register(subparsers)
     _add_tensorboard(reproduce)
     _register_export(subparsers)
     register_pictures(subparsers)
@@ -112,6 +117,8 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``convgrad run``."""
+    if args.ray is not None or args.storage is not None:
+        return distributed.cmd_run(args)
     from convgrad.errors import ConvgradError, RunLockedError
     from convgrad.lab.reproduce import run_tasks, tasks_for
     from convgrad.lab.spec import SpecError, resolve_spec
@@ -201,6 +208,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """``convgrad reproduce``: every shipped experiment under a budget, then the report."""
+    if args.ray is not None or args.storage is not None:
+        return distributed.cmd_reproduce(args)
     from convgrad.lab.report import write_report
     from convgrad.lab.reproduce import run_tasks, suite_tasks
     from convgrad.lab.spec import SpecError, builtin_names
