@@ -151,7 +151,7 @@ def test_notebook_runs_top_to_bottom(name, kernel_environment, monkeypatch):
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
     notebook = nbformat.read(FOLDER / name, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(
-        "import sys, convgrad; print(sys.executable); print(convgrad.__file__)"
+        "import sys, convgrad\nprint(sys.executable + '\\n' + convgrad.__file__, flush=True)"
     ))
     client = NotebookClient(notebook, timeout=TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(FOLDER)}})
@@ -160,7 +160,10 @@ def test_notebook_runs_top_to_bottom(name, kernel_environment, monkeypatch):
     elapsed = time.perf_counter() - start
     assert elapsed < TIMEOUT_S, f"{name} took {elapsed:.0f} s, over {TIMEOUT_S} s"
 
-    kernel_python, kernel_convgrad = notebook.cells[-1].outputs[0]["text"].split()
+    outputs = notebook.cells[-1].outputs
+    printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout").split()
+    assert len(printed) == 2, f"the kernel's path check printed {outputs}"
+    kernel_python, kernel_convgrad = printed
     assert Path(kernel_convgrad).resolve() == Path(convgrad.__file__).resolve(), (
         f"the kernel imported {kernel_convgrad}, the tests {convgrad.__file__}"
     )
