@@ -103,10 +103,12 @@ def assert_same_run(ours: Path, reference: Path) -> None:
     assert weights.keys() == weights_ref.keys()
     for key in weights:
         np.testing.assert_array_equal(weights[key], weights_ref[key], err_msg=key)
-    for index, (state, state_ref) in enumerate(zip(optimizer["state"], optimizer_ref["state"],
-                                                    strict=True)):
+    assert optimizer["param_groups"] == optimizer_ref["param_groups"]
+    assert optimizer["state"].keys() == optimizer_ref["state"].keys()
+    for index, state_ref in optimizer_ref["state"].items():
         for key in state_ref:
-            np.testing.assert_array_equal(state[key], state_ref[key], err_msg=f"{index}.{key}")
+            np.testing.assert_array_equal(optimizer["state"][index][key], state_ref[key],
+                                          err_msg=f"{index}.{key}")
 
 
 def test_two_runs_through_ray_equal_the_same_runs_without_ray(ray_cluster, tmp_path, capsys):

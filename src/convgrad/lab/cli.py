@@ -9,38 +9,21 @@ names the directory and that process's PID); 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from convgrad.lab import distributed, search
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
-
-
-def _error(message: str) -> None:
-    print(f"convgrad: error: {message}", file=sys.stderr)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        message = f"expected a positive integer, received {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
-    return value
+from convgrad.lab.cli_common import (
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+    _command_line,
+    _error,
+    _exit_status,
+    _non_negative,
+    _positive,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -166,18 +149,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
-def _exit_status(results: list[dict]) -> int:
-    for result in results:
-        if result["status"] != "completed":
-            _error(f"{result['name']} {result.get('point', '')}: {result['status']}: "
-                   f"{result.get('message', '')}")
-    if all(r["status"] == "completed" for r in results):
-        return EXIT_OK
-    if all(r["status"] in ("completed", "locked") for r in results):
-        return EXIT_LOCKED
-    return EXIT_FAILED
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """``convgrad list``: the shipped experiments with their parameters, steps and references."""
     from convgrad.lab.report import experiment_table
@@ -238,17 +209,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"wrote {markdown} and {html}")
     return _exit_status(results)
-
-
-def _command_line(args: argparse.Namespace, out: Path) -> str:
-    parts = ["convgrad reproduce", f"--budget {args.budget}", f"--out {out}"]
-    if args.jobs > 1:
-        parts.append(f"--jobs {args.jobs}")
-    if args.only:
-        parts.append("--only " + " ".join(args.only))
-    if args.seeds:
-        parts.append(f"--seeds {args.seeds}")
-    return " ".join(parts)
 
 
 # ---------------------------------------------------------------------------------- seeds

@@ -339,7 +339,7 @@ def run_tasks_on_ray(
 # ---------------------------------------------------------------------------------- command line
 def add_ray_arguments(parser: argparse.ArgumentParser, *, what: str = "run") -> None:
     """``--ray [ADDRESS]``, ``--storage``, ``--max-retries`` and ``--cpus-per-run``."""
-    from convgrad.lab.cli import _non_negative, _positive
+    from convgrad.lab.cli_common import _non_negative, _positive
 
     group = parser.add_argument_group(
         "Ray", f"each {what} as a Ray task; needs pip install '{RAY_EXTRA}'"
@@ -425,7 +425,7 @@ def _run_and_report(
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``convgrad run NAME --ray [ADDRESS]``: each sweep point as a Ray task."""
-    from convgrad.lab.cli import _exit_status
+    from convgrad.lab.cli_common import _exit_status
     from convgrad.lab.reproduce import tasks_for
     from convgrad.lab.spec import SpecError, resolve_spec
 
@@ -448,7 +448,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """``convgrad reproduce --budget B --ray [ADDRESS]``: every run as a Ray task, then the
     report, exactly as a local reproduction writes it."""
-    from convgrad.lab.cli import _command_line, _exit_status
+    from convgrad.lab.cli_common import _command_line, _exit_status
     from convgrad.lab.report import write_report
     from convgrad.lab.reproduce import suite_tasks
     from convgrad.lab.spec import SpecError, builtin_names

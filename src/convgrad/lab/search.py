@@ -649,7 +649,7 @@ def _plot(trials: Sequence[Trial], search: SearchSpec, path: Path) -> None:
 # ---------------------------------------------------------------------------------- command line
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``convgrad search``."""
-    from convgrad.lab.cli import _non_negative, _positive
+    from convgrad.lab.cli_common import _non_negative, _positive
 
     parser = subparsers.add_parser(
         "search", help="hyperparameter and architecture search with Ray Tune (a spec's [search])",

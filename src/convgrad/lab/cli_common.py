@@ -1,0 +1,58 @@
+"""What the lab's subcommands share: exit statuses, argument types, the error line and the
+command line a report records (used by ``convgrad.lab.cli`` and the Ray driver alike)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+
+
+def _error(message: str) -> None:
+    print(f"convgrad: error: {message}", file=sys.stderr)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        message = f"expected a positive integer, received {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
+def _exit_status(results: list[dict]) -> int:
+    for result in results:
+        if result["status"] != "completed":
+            _error(f"{result['name']} {result.get('point', '')}: {result['status']}: "
+                   f"{result.get('message', '')}")
+    if all(r["status"] == "completed" for r in results):
+        return EXIT_OK
+    if all(r["status"] in ("completed", "locked") for r in results):
+        return EXIT_LOCKED
+    return EXIT_FAILED
+
+
+def _command_line(args: argparse.Namespace, out: Path) -> str:
+    parts = ["convgrad reproduce", f"--budget {args.budget}", f"--out {out}"]
+    if args.jobs > 1:
+        parts.append(f"--jobs {args.jobs}")
+    if args.only:
+        parts.append("--only " + " ".join(args.only))
+    if args.seeds:
+        parts.append(f"--seeds {args.seeds}")
+    return " ".join(parts)
