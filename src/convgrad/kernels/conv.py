@@ -216,7 +216,7 @@ def _weight_grad(
         rows = patches.rows(part)
         cols = patches(part)
         if groups == 1:
-            return (cols.T @ dout_mat[rows])[None]  # (1, kH*kW*C, C_out)
+            return np.matmul(cols.T, dout_mat[rows])[None]  # (1, kH*kW*C, C_out)
         dout_g = dout_mat[rows].reshape(-1, groups, c_out // groups).transpose(1, 0, 2)
         return np.matmul(cols.transpose(0, 2, 1), dout_g)  # (G, kH*kW*Cg, C_out/G)
 
@@ -296,7 +296,7 @@ def _input_grad_col2im(
     def scatter(part: slice) -> None:
         d = dout_mat[part.start * rows_per_image : part.stop * rows_per_image]
         if groups == 1:
-            dcols = d @ wmat[0].T  # (M, kH*kW*C)
+            dcols = np.matmul(d, wmat[0].T)  # (M, kH*kW*C)
         else:
             d_g = d.reshape(-1, groups, c_out // groups).transpose(1, 0, 2)  # (G, M, C_out/G)
             dcols = np.matmul(d_g, wmat.transpose(0, 2, 1))  # (G, M, kH*kW*Cg)
