@@ -340,6 +340,9 @@ def main() -> None:
         peak1, peak2 = bench_layers.gemm_peak(1), bench_layers.gemm_peak(2)
         print(f"\nsgemm 2048^3 float32 peak: {peak1:.1f} GFLOP/s (1 thread), {peak2:.1f} "
               "GFLOP/s (2 threads)")
+        if args.threads >= 2 and peak2 < 1.5 * peak1:
+            print("  (the 2-thread sgemm is under 1.5x the 1-thread one: the other core was busy "
+                  "with other processes, so the '%pk' columns below are against a low peak)")
         for batch in (50, 256):
             bench_layers.print_profile(bench_layers.profile(batch, 6, args.threads), peak1, peak2)
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s  load average now "
