@@ -319,7 +319,7 @@ def main() -> None:
         return
     model_cg = build_convgrad()
     model_t = build_torch(model_cg.state_dict())
-    inf = inference(model_cg, model_t, 1000, max(5, args.steps // 2))
+    inf = inference(model_cg, model_t, 1000, max(5, args.steps // 4))
     rows.append(("inference batch 1000", 1000, inf))
     latency = inference(model_cg, model_t, 1, 5 * args.steps)
     rows.append(("inference batch 1", 1, latency))
@@ -344,7 +344,7 @@ def main() -> None:
             print("  (the 2-thread sgemm is under 1.5x the 1-thread one: the other core was busy "
                   "with other processes, so the '%pk' columns below are against a low peak)")
         for batch in (50, 256):
-            bench_layers.print_profile(bench_layers.profile(batch, 6, args.threads), peak1, peak2)
+            bench_layers.print_profile(bench_layers.profile(batch, 5, args.threads), peak1, peak2)
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s  load average now "
           f"{__import__('os').getloadavg()[0]:.2f}")
 
