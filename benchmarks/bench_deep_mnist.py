@@ -1,15 +1,23 @@
 """Speed and memory of the TensorFlow "Deep MNIST" network: convgrad against PyTorch.
 
-Both networks get the same initial weights and the same batches; their training steps alternate
-in one process (so both see the same machine state), and the script prints samples/s for each and
-the ratio convgrad / PyTorch, at batch 50 and 256, for the conv-BN-ReLU variant (BatchNorm2d after
-each convolution) at batch 256, plus inference at batch 1000. Peak memory is
-measured in two fresh subprocesses (one per library), as the growth of the peak resident set size
-over the process's size after building the model and the data, during a few training steps at
-batch 256.
+All networks get the same initial weights and the same batches; their training steps alternate
+in one process (so all see the same machine state): convgrad, PyTorch with its default Adam
+(foreach) and PyTorch with ``Adam(fused=True)``. The script prints samples/s from the median
+step time of each and the ratios convgrad / PyTorch, at batch 50 and 256, for the conv-BN-ReLU
+variant (BatchNorm2d after each convolution) at batch 256, inference at batch 1000 and the
+latency of one image (batch 1). Peak memory is measured in two fresh subprocesses (one per
+library), as the growth of the peak resident set size over the process's size after building
+the model and the data, during a few training steps at batch 256. Last, the per-layer profile
+of bench_layers.py (per-layer GFLOP/s against a float32 GEMM peak timed in the same run, and the
+share of the step spent outside the matrix products).
+
+It prints the CPU, the load, OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE and the kernel OpenBLAS chose
+(threadpoolctl). To compare OpenBLAS's own choice of kernel, unset both for this command only:
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_deep_mnist.py``.
 
 Usage:
     python benchmarks/bench_deep_mnist.py [--steps 20] [--threads 2] [--batchnorm-only]
+        [--no-layers]
 
 Needs torch (the test extra): pip install -e '.[test]'.
 """
@@ -17,6 +25,7 @@ Needs torch (the test extra): pip install -e '.[test]'.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -99,10 +108,11 @@ def convgrad_stepper(model):
     return step
 
 
-def torch_stepper(model):
+def torch_stepper(model, fused: bool = False):
+    """A PyTorch training step; fused=True uses Adam's fused (one kernel per step) CPU path."""
     import torch
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused or None)
 
     def step(x: np.ndarray, y: np.ndarray) -> float:
         optimizer.zero_grad()
@@ -115,21 +125,37 @@ def torch_stepper(model):
 
 
 def time_alternating(steppers: dict, batches: list, warmup: int = 2) -> dict[str, float]:
-    """Alternate one step of each library per batch; returns samples/s for each."""
+    """Alternate one step of each stepper per batch; returns the median seconds per step of each.
+
+    Every stepper trains its own copy of the same initial weights on the same batches, so all
+    see the same work and, step by step, the same machine state.
+    """
     for x, y in batches[:warmup]:
         for step in steppers.values():
             step(x, y)
-    spent = dict.fromkeys(steppers, 0.0)
+    spent: dict[str, list[float]] = {name: [] for name in steppers}
     for x, y in batches[warmup:]:
         for name, step in steppers.items():
             start = time.perf_counter()
             step(x, y)
-            spent[name] += time.perf_counter() - start
-    samples = sum(len(y) for _, y in batches[warmup:])
-    return {name: samples / seconds for name, seconds in spent.items()}
+            spent[name].append(time.perf_counter() - start)
+    return {name: float(np.median(times)) for name, times in spent.items()}
+
+
+def train_row(batch: int, steps: int, batchnorm: bool = False) -> dict[str, float]:
+    """Median seconds per training step: convgrad, torch (default Adam), torch (fused Adam)."""
+    model_cg = build_convgrad(batchnorm=batchnorm)
+    state = model_cg.state_dict()
+    steppers = {
+        "convgrad": convgrad_stepper(model_cg),
+        "torch": torch_stepper(build_torch(state, batchnorm)),
+        "torch fused": torch_stepper(build_torch(state, batchnorm), fused=True),
+    }
+    return time_alternating(steppers, make_batches(batch, steps + 2))
 
 
 def inference(model_cg, model_torch, batch: int, repeats: int) -> dict[str, float]:
+    """Median seconds per forward pass (eval mode, no graph) of each library, alternating."""
     import torch
 
     import convgrad as cg
@@ -137,18 +163,18 @@ def inference(model_cg, model_torch, batch: int, repeats: int) -> dict[str, floa
     x = np.random.default_rng(1).random((batch, 1, 28, 28), dtype=np.float32)
     model_cg.eval()
     model_torch.eval()
-    spent = {"convgrad": 0.0, "torch": 0.0}
+    spent: dict[str, list[float]] = {"convgrad": [], "torch": []}
     with cg.no_grad(), torch.no_grad():
         out_cg = model_cg(cg.Tensor._wrap(x)).data
         out_t = model_torch(torch.from_numpy(x)).numpy()
         for _ in range(repeats):
             start = time.perf_counter()
             model_cg(cg.Tensor._wrap(x))
-            spent["convgrad"] += time.perf_counter() - start
+            spent["convgrad"].append(time.perf_counter() - start)
             start = time.perf_counter()
             model_torch(torch.from_numpy(x))
-            spent["torch"] += time.perf_counter() - start
-    result = {k: batch * repeats / v for k, v in spent.items()}
+            spent["torch"].append(time.perf_counter() - start)
+    result = {k: float(np.median(v)) for k, v in spent.items()}
     result["max_abs_diff"] = float(np.abs(out_cg - out_t).max())
     return result
 
@@ -219,21 +245,55 @@ def measure_memory(batch: int, threads: int, steps: int = 4) -> dict[str, float]
     return result
 
 
-def _print_rows(rows: list[tuple[str, float, float]]) -> None:
-    print(f"{'':22}{'convgrad':>12}{'torch':>12}{'ratio':>8}   (samples/s)")
-    for name, ours, theirs in rows:
-        print(f"{name:22}{ours:12.1f}{theirs:12.1f}{ours / theirs:8.2f}")
+def _print_rows(rows: list[tuple[str, int, dict[str, float]]]) -> None:
+    """Samples/s (batch / median seconds per step) and the ratios convgrad / torch."""
+    print(f"{'':22}{'convgrad':>10}{'torch':>10}{'fused':>10}{'/torch':>8}{'/fused':>8}"
+          "   (samples/s from median step times; fused = torch Adam(fused=True))")
+    for name, batch, times in rows:
+        rate = {k: batch / v for k, v in times.items()}
+        fused = rate.get("torch fused")
+        print(f"{name:22}{rate['convgrad']:10.1f}{rate['torch']:10.1f}"
+              + (f"{fused:10.1f}" if fused else f"{'-':>10}")
+              + f"{rate['convgrad'] / rate['torch']:8.2f}"
+              + (f"{rate['convgrad'] / fused:8.2f}" if fused else f"{'-':>8}"))
+
+
+def _print_setup(threads: int) -> None:
+    """Versions, CPU, load, and the BLAS kernel OpenBLAS chose (threadpoolctl's report)."""
+    import os
+    import platform
+
+    import torch
+    from threadpoolctl import threadpool_info
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                   cpu)
+    print(f"threads={threads} (torch, convgrad, BLAS)  torch {torch.__version__}  "
+          f"numpy {np.__version__}  CPU: {cpu}, {os.cpu_count()} logical")
+    env = {k: os.environ.get(k, "(unset)") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print("environment: " + "  ".join(f"{k}={v}" for k, v in env.items())
+          + f"  load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            print(f"BLAS: {info.get('internal_api')} {info.get('version')} "
+                  f"kernel={info.get('architecture')} threading={info.get('threading_layer')} "
+                  f"({info.get('filepath')})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per batch size")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed (median) steps per training row")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads for both: torch.set_num_threads, cg.set_num_threads, BLAS")
     parser.add_argument("--memory-child", choices=["convgrad", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--batchnorm-only", action="store_true",
                         help="only the conv-BN-ReLU training line")
+    parser.add_argument("--no-layers", action="store_true",
+                        help="skip the per-layer profile (bench_layers.py)")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.batch, args.steps, args.threads)
@@ -247,29 +307,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
     cg.set_num_threads(args.threads)
-    print(f"threads={args.threads} (torch, convgrad, BLAS)  torch {torch.__version__}  "
-          f"numpy {np.__version__}")
+    _print_setup(args.threads)
+    started = time.perf_counter()
     rows = []
     for batch in () if args.batchnorm_only else (50, 256):
-        model_cg = build_convgrad()
-        model_t = build_torch(model_cg.state_dict())
-        steppers = {"convgrad": convgrad_stepper(model_cg), "torch": torch_stepper(model_t)}
-        speeds = time_alternating(steppers, make_batches(batch, args.steps + 2))
-        rows.append((f"train batch {batch}", speeds["convgrad"], speeds["torch"]))
+        rows.append((f"train batch {batch}", batch, train_row(batch, args.steps)))
     # conv-BN-ReLU: the baseline with BatchNorm2d after each convolution, same weights in torch
-    model_cg = build_convgrad(batchnorm=True)
-    model_t = build_torch(model_cg.state_dict(), batchnorm=True)
-    steppers = {"convgrad": convgrad_stepper(model_cg), "torch": torch_stepper(model_t)}
-    speeds = time_alternating(steppers, make_batches(256, args.steps + 2))
-    rows.append(("train conv-BN b256", speeds["convgrad"], speeds["torch"]))
+    rows.append(("train conv-BN b256", 256, train_row(256, args.steps, batchnorm=True)))
     if args.batchnorm_only:
         _print_rows(rows)
         return
     model_cg = build_convgrad()
     model_t = build_torch(model_cg.state_dict())
-    inf = inference(model_cg, model_t, 1000, max(3, args.steps // 4))
-    rows.append(("inference batch 1000", inf["convgrad"], inf["torch"]))
+    inf = inference(model_cg, model_t, 1000, max(5, args.steps // 4))
+    rows.append(("inference batch 1000", 1000, inf))
+    latency = inference(model_cg, model_t, 1, 5 * args.steps)
+    rows.append(("inference batch 1", 1, latency))
     _print_rows(rows)
+    print(f"inference batch 1 latency (median): convgrad {latency['convgrad'] * 1e3:.2f} ms, "
+          f"torch {latency['torch'] * 1e3:.2f} ms")
     print(f"inference outputs agree to {inf['max_abs_diff']:.2e} (max abs diff, float32)")
     mem = measure_memory(256, args.threads)
     ours, theirs = mem["convgrad"]["growth_mib"], mem["torch"]["growth_mib"]
@@ -278,6 +334,19 @@ def main() -> None:
     ours, theirs = mem["convgrad"]["peak_mib"], mem["torch"]["peak_mib"]
     print(f"{'process peak RSS b256':22}{ours:10.1f}MB{theirs:10.1f}MB{ours / theirs:8.2f}"
           "   (whole process, library included)")
+    if not args.no_layers:
+        import bench_layers
+
+        peak1, peak2 = bench_layers.gemm_peak(1), bench_layers.gemm_peak(2)
+        print(f"\nsgemm 2048^3 float32 peak: {peak1:.1f} GFLOP/s (1 thread), {peak2:.1f} "
+              "GFLOP/s (2 threads)")
+        if args.threads >= 2 and peak2 < 1.5 * peak1:
+            print("  (the 2-thread sgemm is under 1.5x the 1-thread one: the other core was busy "
+                  "with other processes, so the '%pk' columns below are against a low peak)")
+        for batch in (50, 256):
+            bench_layers.print_profile(bench_layers.profile(batch, 5, args.threads), peak1, peak2)
+    print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s  load average now "
+          f"{__import__('os').getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
