@@ -30,10 +30,11 @@ SumDistribution         Slice + LogSoftmax per digit, Unsqueeze + Add (outer sum
 ======================  ============================================================
 
 SumDistribution's log-sum-exp is spelled out rather than one ReduceLogSumExp: onnxruntime
-1.32's CPU ReduceLogSumExp returns -inf for a row that starts with -inf when the other terms
-are below about -88 (float32 exp underflow; e.g. [-inf, -104, -104] gives -inf, not
--103.31), which is exactly the rows of large sums with confident digits. Shifting by the
-row's maximum first (as convgrad does) keeps every sum finite.
+1.32's CPU ReduceLogSumExp does not shift a row that starts with -inf by its maximum, so
+float32 exp underflows ([-inf, -100, -100] gives -99.290 instead of -99.307, and
+[-inf, -104, -104] gives -inf instead of -103.307). Those are exactly the rows of the large
+sums when the digits are confident. Shifting by the row's maximum first (as convgrad does)
+keeps every sum exact and finite.
 """
 
 from __future__ import annotations
