@@ -172,3 +172,55 @@ def test_the_model_keeps_its_training_mode(tmp_path):
     model = nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2))
     export(model, np.zeros((1, 3), np.float32), tmp_path / "m.onnx")
     assert model.training
+
+
+# ---------------------------------------------------------------------- the lab's model parts
+STEM_SPEC = (Path(__file__).resolve().parents[1] / "benchmarks" / "digit_sum_readings"
+             / "digit-sum-fresh-stem.toml")
+
+
+def confident_logits(k: int, rng) -> np.ndarray:
+    """Certain digits (logit gaps of 1000): the large sums' rows of the gather table start
+    with -inf and their other terms are far below float32's exp range."""
+    digits = np.array([[k - 1, k - 1], [0, 0], [k - 1, 0], [1, 2], [k - 1, k - 2]])
+    logits = rng.standard_normal((len(digits), 2 * k))
+    logits[np.arange(len(digits)), digits[:, 0]] += 1000.0
+    logits[np.arange(len(digits)), k + digits[:, 1]] += 1000.0
+    return logits.astype(np.float32)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+@pytest.mark.parametrize("k", [3, 10])
+def test_sum_distribution_matches_convgrad_also_for_confident_digits(k, opset, tmp_path):
+    from convgrad.lab.models import SumDistribution
+
+    model = SumDistribution(k)
+    proto = check(model, (1, 2 * k), tmp_path, batches=(1, 6), opset=opset)
+    assert {"Gather", "ConstantOfShape", "LogSoftmax", "ReduceMax"} <= set(ops(proto))
+    assert proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 2 * k - 1
+    x = confident_logits(k, np.random.default_rng(1))
+    got = run_onnx(tmp_path / "model.onnx", x)
+    expected = model(cg.tensor(x)).data
+    assert np.isfinite(got).all() and np.isfinite(expected).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0, 2 * k - 2], 0.0, atol=1e-5)  # (K-1, K-1) is certain
+
+
+def test_split_shared_stem_runs_before_the_split(tmp_path):
+    stem = nn.Sequential(nn.Conv2d(1, 3, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2))
+    tower = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4, 5), nn.Tanh())
+    model = SplitShared(tower, nn.Linear(10, 4), axis="height", parts=2, stem=stem)
+    randomise_state(model)
+    proto = check(model, (1, 1, 8, 8), tmp_path, batches=(1, 3))
+    conv = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(conv) == 1 and conv[0].input[0] == "input"  # once, on the whole image
+    assert ops(proto).count("Gemm") == 3  # the tower twice, the head once
+
+
+def test_the_stem_reading_of_digit_sum_exports(tmp_path):
+    spec = resolve_spec(str(STEM_SPEC))
+    input_shape, classes = dataset_geometry(spec.dataset)
+    cg.manual_seed(0)
+    model = build_model(spec.model, input_shape, classes)
+    assert model.stem is not None
+    check(model, (1, *input_shape), tmp_path, batches=(2,))

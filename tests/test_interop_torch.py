@@ -296,3 +296,108 @@ def test_cross_entropy_loss_converts_with_its_options_and_gives_torch_loss(reduc
     ours = back(cg.tensor(logits), target)
     theirs = twin(torch.tensor(logits), torch.tensor(target))
     np.testing.assert_allclose(as_numpy(ours), theirs.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- the lab's model parts
+STEM_SPEC = (__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"
+             / "digit_sum_readings" / "digit-sum-fresh-stem.toml")
+
+
+def sum_oracle(logits: np.ndarray, k: int) -> np.ndarray:
+    """log p(s) in float64 by the definition: the convolution of the two softmaxes."""
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    p1, p2 = softmax(logits[:, :k]), softmax(logits[:, k:])
+    return np.log(np.stack([np.convolve(a, b) for a, b in zip(p1, p2, strict=True)]))
+
+
+def confident_logits(k: int, rng) -> np.ndarray:
+    """Rows whose digits are certain (logit gaps of 1000): most sums have log p(s) near -1000
+    or -2000, and the large sums' rows of the gather table start with -inf."""
+    digits = np.array([[k - 1, k - 1], [0, 0], [k - 1, 0], [3, 5]])
+    logits = rng.standard_normal((len(digits), 2 * k))
+    logits[np.arange(len(digits)), digits[:, 0]] += 1000.0
+    logits[np.arange(len(digits)), k + digits[:, 1]] += 1000.0
+    return logits
+
+
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_sum_distribution_twin_matches_convgrad_and_the_convolution(k):
+    from convgrad.interop.torch import TorchSumDistribution, sum_index
+    from convgrad.lab.models import SumDistribution
+
+    model = SumDistribution(k)
+    twin = to_torch(model)
+    assert isinstance(twin, TorchSumDistribution) and twin.classes == k
+    np.testing.assert_array_equal(twin.index.numpy(), model.index)
+    np.testing.assert_array_equal(sum_index(k), model.index)
+    assert list(twin.state_dict()) == list(model.state_dict()) == []
+    compare(model, twin, (5, 2 * k))  # outputs and input gradients, float64
+    logits = np.random.default_rng(2).standard_normal((5, 2 * k)) * 3
+    out = twin(torch.tensor(logits)).numpy()
+    np.testing.assert_allclose(out, sum_oracle(logits, k), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0, rtol=1e-12)
+    back = from_torch(twin.double().eval())
+    assert type(back) is SumDistribution and back.classes == k and not back.training
+    np.testing.assert_array_equal(back.index, model.index)
+
+
+def test_sum_distribution_twin_stays_finite_for_confident_digits():
+    from convgrad.lab.models import SumDistribution
+
+    k = 10
+    logits = confident_logits(k, np.random.default_rng(0))
+    model, twin = SumDistribution(k), to_torch(SumDistribution(k))
+    for dtype in (np.float64, np.float32):
+        xt = torch.tensor(logits.astype(dtype), requires_grad=True)
+        out = twin(xt)
+        out.sum().backward()
+        assert torch.isfinite(out).all() and torch.isfinite(xt.grad).all()
+        expected = model(cg.tensor(logits.astype(dtype))).data
+        np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-6, atol=1e-6)
+    # certain digits (9, 9): the sum 18 has log p = 0 and the sum 17 about -1000
+    np.testing.assert_allclose(out[0, 18].item(), 0.0, atol=1e-6)
+    assert -1002 < out[0, 17].item() < -998
+
+
+def test_sum_distribution_twin_refuses_a_wrong_width():
+    from convgrad.interop import InteropError
+    from convgrad.lab.models import SumDistribution
+
+    with pytest.raises(InteropError, match=r"TorchSumDistribution\(10\): expected input "
+                                           r"\(N, 20\), received \(3, 19\)"):
+        to_torch(SumDistribution(10))(torch.zeros(3, 19))
+
+
+def test_split_shared_stem_converts_both_ways():
+    stem = nn.Sequential(nn.Conv2d(1, 3, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2))
+    tower = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4, 5), nn.Tanh())
+    model = SplitShared(tower, nn.Linear(10, 4), axis="height", parts=2, stem=stem).double()
+    twin = to_torch(model)
+    assert isinstance(twin.stem, torch.nn.Sequential) and isinstance(twin.stem[0],
+                                                                     torch.nn.Conv2d)
+    assert list(twin.state_dict()) == list(model.state_dict())
+    assert list(model.state_dict())[:2] == ["stem.0.weight", "stem.0.bias"]
+    compare(model, twin, (3, 1, 8, 8))  # the stem's gradient flows through both halves
+    back = from_torch(twin)
+    assert isinstance(back, SplitShared) and isinstance(back.stem, nn.Sequential)
+    for key, value in twin.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[key], value.numpy())
+    assert from_torch(to_torch(shared_model())).stem is None
+
+
+def test_the_stem_reading_of_digit_sum_converts():
+    spec = resolve_spec(str(STEM_SPEC))
+    input_shape, classes = dataset_geometry(spec.dataset)
+    cg.manual_seed(0)
+    model = build_model(spec.model, input_shape, classes).eval()
+    assert model.stem is not None
+    twin = to_torch(model)
+    assert twin.stem is not None
+    assert list(twin.state_dict()) == list(model.state_dict())
+    x = np.random.default_rng(0).random((2, *input_shape)).astype(np.float32)
+    expected = model(cg.tensor(x)).data
+    got = twin(torch.tensor(x)).detach().numpy()
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)

@@ -35,7 +35,7 @@ NOTEBOOKS: dict[str, str] = {
     "01-convolution.ipynb": "convolution as a sum, equivariance, output sizes, the two Jacobians",
     "02-engine.ipynb": "Deep MNIST: counts, gradient check, training steps, dead ReLUs, affine map",
     "03-mnist.ipynb": "data, curves, 250 examples, dropout, size vs accuracy, pictures of a run",
-    "04-digit-sum.ipynb": "weight sharing, the slow linear head, the sum-distribution head",
+    "04-digit-sum.ipynb": "weight sharing, the slow linear head, the lab's sum-distribution head",
 }
 
 #: Seconds one notebook may take, all cells together (each is meant to take under 3 minutes on

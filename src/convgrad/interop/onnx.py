@@ -21,8 +21,20 @@ Flatten                 Flatten (start_dim=1, end_dim=-1) or Reshape
 ReLU, Sigmoid, Tanh     Relu, Sigmoid, Tanh; LeakyReLU, ELU: LeakyRelu, Elu
 GELU                    Erf (exact) or Tanh (approximate) formula; Gelu from opset 20
 Softmax, LogSoftmax     Softmax, LogSoftmax (axis = dim)
-SplitShared             Slice per part, the tower per part, Flatten, Concat, head
+SplitShared             the stem (if any), Slice per part, the tower per part, Flatten,
+                        Concat, head
+SumDistribution         Slice + LogSoftmax per digit, Unsqueeze + Add (outer sum),
+                        Reshape, Concat a -inf column (ConstantOfShape), Gather with the
+                        fixed index table, then log-sum-exp over the last axis as
+                        ReduceMax, Sub, Exp, ReduceSum, Log, Add
 ======================  ============================================================
+
+SumDistribution's log-sum-exp is spelled out rather than one ReduceLogSumExp: onnxruntime
+1.32's CPU ReduceLogSumExp does not shift a row that starts with -inf by its maximum, so
+float32 exp underflows ([-inf, -100, -100] gives -99.290 instead of -99.307, and
+[-inf, -104, -104] gives -inf instead of -103.307). Those are exactly the rows of the large
+sums when the digits are confident. Shifting by the row's maximum first (as convgrad does)
+keeps every sum exact and finite.
 """
 
 from __future__ import annotations
@@ -277,12 +289,62 @@ _EXPORTERS: dict[str, Any] = {
 }
 
 
-def _split_shared_class() -> type | None:
+def _lab_classes() -> tuple[type | None, type | None]:
+    """The lab's (SplitShared, SumDistribution), or None where the lab cannot be imported."""
     try:
-        from convgrad.lab.models import SplitShared
+        from convgrad.lab.models import SplitShared, SumDistribution
     except ImportError:  # pragma: no cover
-        return None
-    return SplitShared
+        return None, None
+    return SplitShared, SumDistribution
+
+
+def _sum_distribution(g: _Graph, m: Any, x: str, value: np.ndarray, path: str) -> str:
+    """log p(s) = log sum_t p1(t) p2(s - t) from (N, 2K) logits, as SumDistribution computes it.
+
+    L = log_softmax(a)[:, :, None] + log_softmax(b)[:, None, :] flattened to (N, K*K), a -inf
+    column appended (position K*K), G = L[:, index] (N, 2K - 1, K), and
+    log p(s) = m_s + log sum_t exp(G[s, t] - m_s) with m_s = max_t G[s, t] (finite: every sum
+    has at least one pair).
+    """
+    k = int(m.classes)
+    dtype = value.dtype
+
+    def const(array: Any, name: str) -> str:
+        return g.constant(np.asarray(array), f"{path}.{name}")
+
+    digits = []
+    for d, (start, end) in enumerate(((0, k), (k, 2 * k))):
+        logits = g.node("Slice", [
+            x, const(np.array([start], np.int64), "starts"),
+            const(np.array([end], np.int64), "ends"), const(np.array([1], np.int64), "axes"),
+        ], f"{path}.digit{d}")
+        digits.append(g.node("LogSoftmax", [logits], f"{path}.log_p{d}", axis=1))
+    # Unsqueeze takes its axes as an input from opset 13 on (the exporter's minimum)
+    first = g.node("Unsqueeze", [digits[0], const(np.array([2], np.int64), "axis2")],
+                   f"{path}.first")  # (N, K, 1)
+    second = g.node("Unsqueeze", [digits[1], const(np.array([1], np.int64), "axis1")],
+                    f"{path}.second")  # (N, 1, K)
+    outer = g.node("Reshape", [g.node("Add", [first, second], f"{path}.outer"),
+                               const(np.array([0, k * k], np.int64), "flat")],
+                   f"{path}.outer_flat")  # (N, K*K)
+    # the (N, 1) -inf column, N taken from the input's shape (the batch stays symbolic)
+    batch = g.node("Slice", [g.node("Shape", [x], f"{path}.shape"),
+                             const(np.array([0], np.int64), "zero"),
+                             const(np.array([1], np.int64), "one")], f"{path}.batch")
+    pad_shape = g.node("Concat", [batch, const(np.array([1], np.int64), "one_column")],
+                       f"{path}.pad_shape", axis=0)
+    minus_inf = helper.make_tensor("value", _onnx_type(dtype), [1], [-np.inf])
+    pad = g.node("ConstantOfShape", [pad_shape], f"{path}.pad", value=minus_inf)
+    padded = g.node("Concat", [outer, pad], f"{path}.padded", axis=1)  # (N, K*K + 1)
+    index = const(np.asarray(m.index, np.int64), "index")  # (2K - 1, K)
+    terms = g.node("Gather", [padded, index], f"{path}.terms", axis=1)  # (N, 2K - 1, K)
+    shift = g.reduce("ReduceMax", terms, [2], f"{path}.max")  # (N, 2K - 1, 1)
+    exp = g.node("Exp", [g.node("Sub", [terms, shift], f"{path}.shifted")], f"{path}.exp")
+    # ReduceSum takes its axes as an input from opset 13 on
+    total = g.node("ReduceSum", [exp, const(np.array([2], np.int64), "axes")], f"{path}.sum",
+                   keepdims=1)
+    log_p = g.node("Add", [g.node("Log", [total], f"{path}.log"), shift], f"{path}.log_p")
+    return g.node("Squeeze", [log_p, const(np.array([2], np.int64), "squeeze")], path)
 
 
 def _walk(g: _Graph, module: nn.Module, x: str, value: Tensor, path: str) -> tuple[str, Tensor]:
@@ -294,8 +356,13 @@ def _walk(g: _Graph, module: nn.Module, x: str, value: Tensor, path: str) -> tup
         for key, child in module._modules.items():
             x, value = _walk(g, child, x, value, prefix + key)
         return x, value
-    split_shared = _split_shared_class()
+    split_shared, sum_distribution = _lab_classes()
+    if sum_distribution is not None and cls is sum_distribution:
+        out_value = module(value)
+        return _sum_distribution(g, module, x, value.data, path or "sum_distribution"), out_value
     if split_shared is not None and cls is split_shared:
+        if module.stem is not None:
+            x, value = _walk(g, module.stem, x, value, prefix + "stem")
         dim = split_shared._AXES[module.axis]
         size = value.shape[dim] // module.parts
         features, feature_values = [], []
@@ -343,7 +410,8 @@ def export(
     and restored afterwards. The graph is checked with ``onnx.checker`` before it is written.
 
     Args:
-        model: a tree of :mod:`convgrad.nn` modules (and the lab's SplitShared).
+        model: a tree of :mod:`convgrad.nn` modules (and the lab's SplitShared and
+            SumDistribution).
         example_input: (N, C, ...) array or Tensor; fixes every non-batch size and the dtype.
         path: destination ``.onnx`` file, written atomically.
         opset: ONNX opset of the default domain (>= 13; default 17).

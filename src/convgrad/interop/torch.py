@@ -3,8 +3,10 @@
 :func:`to_torch` walks a convgrad module tree and builds the ``torch.nn`` tree with the same
 structure, names and attribute values (so ``state_dict`` keys are identical); :func:`from_torch`
 is its inverse. Every class exported by :mod:`convgrad.nn` has a converter, looked up by its
-PyTorch name, plus the lab's weight-sharing :class:`~convgrad.lab.models.SplitShared`, whose
-twin :class:`TorchSplitShared` is defined here. A module reached twice (a shared tower) becomes
+PyTorch name, plus the lab's two model parts: the weight-sharing
+:class:`~convgrad.lab.models.SplitShared` (optional ``stem`` included) and the digit-sum head
+:class:`~convgrad.lab.models.SumDistribution`, whose twins :class:`TorchSplitShared` and
+:class:`TorchSumDistribution` are defined here. A module reached twice (a shared tower) becomes
 one module on the other side too, so weight sharing survives the conversion.
 
 Two convgrad conveniences have no torch.nn class of their own and get a small twin here:
@@ -47,21 +49,27 @@ class UnsupportedModuleError(InteropError):
 class TorchSplitShared(tnn.Module):
     """PyTorch twin of :class:`convgrad.lab.models.SplitShared` (same attributes and forward).
 
-    Cuts (N, C, H, W) into ``parts`` equal slices along ``axis``, runs the single ``tower`` on
-    each (one set of parameters, gradients summed over parts), flattens and concatenates the
-    results and applies ``head``.
+    Applies ``stem`` (when given) to the whole (N, C, H, W) input, cuts the result into
+    ``parts`` equal slices along ``axis``, runs the single ``tower`` on each (one set of
+    parameters, gradients summed over parts), flattens and concatenates the results and
+    applies ``head``. ``stem`` is registered first, so ``state_dict`` keys come in convgrad's
+    order (``stem.*``, ``tower.*``, ``head.*``).
     """
 
     _AXES = {"channels": 1, "height": 2, "width": 3}
 
-    def __init__(self, tower: Any, head: Any, axis: str = "height", parts: int = 2) -> None:
+    def __init__(self, tower: Any, head: Any, axis: str = "height", parts: int = 2,
+                 stem: Any = None) -> None:
         super().__init__()
         if axis not in self._AXES:
             raise InteropError(f"TorchSplitShared: expected axis in {sorted(self._AXES)}, "
                                f"received {axis!r}")
+        self.stem = stem
         self.tower, self.head, self.axis, self.parts = tower, head, axis, int(parts)
 
     def forward(self, input: Any) -> Any:
+        if self.stem is not None:
+            input = self.stem(input)
         dim = self._AXES[self.axis]
         size = input.shape[dim] // self.parts
         parts = [input.narrow(dim, k * size, size) for k in range(self.parts)]
@@ -69,6 +77,59 @@ class TorchSplitShared(tnn.Module):
 
     def extra_repr(self) -> str:
         return f"axis={self.axis!r}, parts={self.parts}"
+
+
+def sum_index(classes: int) -> np.ndarray:
+    """The (2K - 1, K) gather table of :class:`convgrad.lab.models.SumDistribution`.
+
+    Row s lists the positions t * K + (s - t) of the pairs (t, s - t) with both digits in
+    0 .. K - 1 inside the flattened (K*K) outer sum; the other entries hold K*K, the position
+    of the -inf column appended after it.
+    """
+    k = int(classes)
+    sums = np.arange(2 * k - 1)[:, None]
+    first = np.arange(k)[None, :]
+    valid = (sums - first >= 0) & (sums - first < k)
+    return np.where(valid, first * k + (sums - first), k * k).astype(np.int64)
+
+
+class TorchSumDistribution(tnn.Module):
+    """PyTorch twin of :class:`convgrad.lab.models.SumDistribution` (no parameters).
+
+    ``log p(s) = logsumexp_t (log_softmax(a)[t] + log_softmax(b)[s - t])`` over the valid t:
+    the outer sum of the two digits' log-probabilities, flattened, a -inf column appended,
+    gathered with the fixed (2K - 1, K) table ``index`` (a non-persistent buffer, so
+    ``state_dict`` stays empty as in convgrad) and reduced with ``torch.logsumexp``, which
+    shifts by each row's finite maximum: no -inf or nan for confident logits.
+
+    Shape:
+        - input: (N, 2K), the first digit's K logits then the second's.
+        - output: (N, 2K - 1) log-probabilities of the sums 0 .. 2K - 2.
+    """
+
+    index: Any
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.classes = int(classes)
+        self.register_buffer("index", torch.from_numpy(sum_index(self.classes)),
+                             persistent=False)
+
+    def forward(self, input: Any) -> Any:
+        k = self.classes
+        if input.dim() != 2 or input.shape[1] != 2 * k:
+            raise InteropError(f"TorchSumDistribution({k}): expected input (N, {2 * k}), "
+                               f"received {tuple(input.shape)}")
+        n = input.shape[0]
+        first = tF.log_softmax(input[:, :k], dim=1)
+        second = tF.log_softmax(input[:, k:], dim=1)
+        outer = (first.unsqueeze(2) + second.unsqueeze(1)).reshape(n, k * k)
+        pad = outer.new_full((n, 1), -math.inf)
+        terms = torch.cat([outer, pad], dim=1)[:, self.index]  # (N, 2K - 1, K)
+        return torch.logsumexp(terms, dim=2)
+
+    def extra_repr(self) -> str:
+        return f"classes={self.classes}"
 
 
 def _tf_same_pads(sizes: Any, kernel: Any, stride: Any, dilation: Any) -> list[int]:
@@ -282,12 +343,13 @@ def _describe(path: str) -> str:
     return path or "<root>"
 
 
-def _split_shared_class() -> type | None:
+def _lab_classes() -> tuple[type | None, type | None]:
+    """The lab's (SplitShared, SumDistribution), or None where the lab cannot be imported."""
     try:
-        from convgrad.lab.models import SplitShared
+        from convgrad.lab.models import SplitShared, SumDistribution
     except ImportError:  # pragma: no cover - the lab ships with convgrad
-        return None
-    return SplitShared
+        return None, None
+    return SplitShared, SumDistribution
 
 
 # ---------------------------------------------------------------------- public API
@@ -300,7 +362,8 @@ def to_torch(model: nn.Module) -> Any:
 
     Args:
         model: a convgrad module built from the classes of :mod:`convgrad.nn` (any nesting of
-            Sequential and ModuleList) and :class:`convgrad.lab.models.SplitShared`.
+            Sequential and ModuleList) and the lab's :class:`~convgrad.lab.models.SplitShared`
+            and :class:`~convgrad.lab.models.SumDistribution`.
 
     Returns:
         The torch module; ``to_torch(m).state_dict()`` has the keys of ``m.state_dict()``.
@@ -310,7 +373,7 @@ def to_torch(model: nn.Module) -> Any:
             'features.2' to PyTorch: no converter for this class".
     """
     memo: dict[int, Any] = {}
-    split_shared = _split_shared_class()
+    split_shared, sum_distribution = _lab_classes()
 
     def convert(module: nn.Module, path: str) -> Any:
         if id(module) in memo:
@@ -325,9 +388,12 @@ def to_torch(model: nn.Module) -> Any:
             out = (tnn.Sequential(children) if cls is nn.Sequential
                    else tnn.ModuleList(list(children.values())))
         elif split_shared is not None and cls is split_shared:
+            stem = None if module.stem is None else convert(module.stem, prefix + "stem")
             out = TorchSplitShared(convert(module.tower, prefix + "tower"),
                                    convert(module.head, prefix + "head"),
-                                   module.axis, module.parts)
+                                   module.axis, module.parts, stem)
+        elif sum_distribution is not None and cls is sum_distribution:
+            out = TorchSumDistribution(module.classes)
         elif name in _CONVERTERS and getattr(nn, name, None) is cls:
             out = _CONVERTERS[name][0](module)
         else:
@@ -359,7 +425,7 @@ def from_torch(module: Any) -> nn.Module:
             cannot reproduce, naming the class, the path and the attribute.
     """
     memo: dict[int, nn.Module] = {}
-    split_shared = _split_shared_class()
+    split_shared, sum_distribution = _lab_classes()
 
     def convert(t: Any, path: str) -> nn.Module:
         if id(t) in memo:
@@ -372,8 +438,15 @@ def from_torch(module: Any) -> nn.Module:
             out: nn.Module = (nn.Sequential(OrderedDict(children)) if cls is tnn.Sequential
                               else nn.ModuleList([child for _, child in children]))
         elif cls is TorchSplitShared and split_shared is not None:
+            stem = None if t.stem is None else convert(t.stem, prefix + "stem")
             out = split_shared(convert(t.tower, prefix + "tower"),
-                               convert(t.head, prefix + "head"), t.axis, t.parts)
+                               convert(t.head, prefix + "head"), t.axis, t.parts, stem)
+        elif cls is TorchSumDistribution and sum_distribution is not None:
+            # no parameters; the gather table is rebuilt from ``classes``, not copied
+            out = sum_distribution(t.classes)
+            object.__setattr__(out, "training", bool(t.training))
+            memo[id(t)] = out
+            return out
         else:
             base = {SameConv1d: "Conv1d", SameConv2d: "Conv2d"}.get(cls, name)
             known = base in _CONVERTERS and (getattr(tnn, base, None) is cls or base != name)
