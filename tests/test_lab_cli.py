@@ -70,7 +70,7 @@ def test_unknown_experiment_and_bad_arguments_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "baseline", "--steps", "0"])
     assert exit_info.value.code == 2
-    assert "expected a positive integer" in capsys.readouterr().err
+    assert "expected an integer >= 1" in capsys.readouterr().err
     status, _, err = run(capsys, "report", str(tmp_path / "missing"))
     assert status == 2 and "is not a directory" in err
     status, _, err = run(capsys, "reproduce", "--only", "nope", "--out", str(tmp_path / "r"))

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from convgrad.cli_args import non_negative_integer, positive_integer
 from convgrad.data.cache import Cache, cache_dir, data_home
 from convgrad.data.derived import DigitPairs
 from convgrad.data.errors import DatasetError
@@ -60,24 +61,8 @@ def register(subparsers: Any) -> None:
     pairs_parser.set_defaults(func=_run_pairs)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
-    return value
+_positive_int = positive_integer
+_non_negative_int = non_negative_integer
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

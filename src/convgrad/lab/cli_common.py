@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from convgrad.cli_args import non_negative_integer, positive_integer
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
 
@@ -14,25 +16,8 @@ def _error(message: str) -> None:
     print(f"convgrad: error: {message}", file=sys.stderr)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        message = f"expected a positive integer, received {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
-    return value
+_positive = positive_integer
+_non_negative = non_negative_integer
 
 
 def _exit_status(results: list[dict]) -> int:
