@@ -64,6 +64,35 @@ def _shape_str(shape: tuple[int, ...]) -> str:
 
 
 # ------------------------------------------------------------------------------- convolution
+def _conv_operands(
+    input: Any, weight: Any, nd: int, owner: str, weight_channels: str
+) -> tuple[Tensor, Tensor, bool]:
+    """Tensors of a convolution's input and weight, the input batched.
+
+    Returns:
+        ``(input (N, C_in, *spatial), weight, unbatched)``; ``unbatched`` when the input came
+        without its batch dimension (the caller removes it again from the output).
+
+    Raises:
+        ShapeError: an input that is not (nd+2)-D (or (nd+1)-D unbatched), or a weight that is
+            not (nd+2)-D; ``weight_channels`` names the weight's first two dimensions.
+    """
+    input, weight = _as_tensor(input), _as_tensor(weight)
+    spatial = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
+    if input.ndim not in (nd + 1, nd + 2):
+        raise ShapeError(
+            f"{owner}: expected a {nd + 2}-D input {spatial} (or {nd + 1}-D unbatched), "
+            f"received shape {_shape_str(input.shape)}"
+        )
+    if weight.ndim != nd + 2:
+        raise ShapeError(
+            f"{owner}: expected a {nd + 2}-D weight ({weight_channels}, "
+            f"{'K' if nd == 1 else 'kH, kW'}), received shape {_shape_str(weight.shape)}"
+        )
+    unbatched = input.ndim == nd + 1
+    return (input.unsqueeze(0) if unbatched else input), weight, unbatched
+
+
 def _conv(
     input: Tensor,
     weight: Tensor,
@@ -75,21 +104,7 @@ def _conv(
     nd: int,
     owner: str,
 ) -> Tensor:
-    input, weight = _as_tensor(input), _as_tensor(weight)
-    spatial = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
-    if input.ndim not in (nd + 1, nd + 2):
-        raise ShapeError(
-            f"{owner}: expected a {nd + 2}-D input {spatial} (or {nd + 1}-D unbatched), "
-            f"received shape {_shape_str(input.shape)}"
-        )
-    if weight.ndim != nd + 2:
-        raise ShapeError(
-            f"{owner}: expected a {nd + 2}-D weight (C_out, C_in/groups, "
-            f"{'K' if nd == 1 else 'kH, kW'}), received shape {_shape_str(weight.shape)}"
-        )
-    unbatched = input.ndim == nd + 1
-    if unbatched:
-        input = input.unsqueeze(0)
+    input, weight, unbatched = _conv_operands(input, weight, nd, owner, "C_out, C_in/groups")
     if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or groups <= 0:
         raise ArgumentError(
             f"{owner}: expected a strictly positive groups, received groups={groups}"
@@ -216,21 +231,7 @@ def _conv_transpose(
     nd: int,
     owner: str,
 ) -> Tensor:
-    input, weight = _as_tensor(input), _as_tensor(weight)
-    spatial = "(N, C_in, L)" if nd == 1 else "(N, C_in, H, W)"
-    if input.ndim not in (nd + 1, nd + 2):
-        raise ShapeError(
-            f"{owner}: expected a {nd + 2}-D input {spatial} (or {nd + 1}-D unbatched), "
-            f"received shape {_shape_str(input.shape)}"
-        )
-    if weight.ndim != nd + 2:
-        raise ShapeError(
-            f"{owner}: expected a {nd + 2}-D weight (C_in, C_out/groups, "
-            f"{'K' if nd == 1 else 'kH, kW'}), received shape {_shape_str(weight.shape)}"
-        )
-    unbatched = input.ndim == nd + 1
-    if unbatched:
-        input = input.unsqueeze(0)
+    input, weight, unbatched = _conv_operands(input, weight, nd, owner, "C_in, C_out/groups")
     groups = positive_int(groups, "groups", owner)
     stride_t = normalize_tuple(stride, nd, "stride", owner)
     padding_t = normalize_tuple(padding, nd, "padding", owner)
