@@ -47,6 +47,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     StrictInt,
     Tag,
     ValidationError,
@@ -213,7 +214,7 @@ class BatchNormLayer(_Strict):
     type: Literal["batchnorm"]
     eps: PositiveFloat = 1e-5
     momentum: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.1
-    affine: bool = True
+    affine: StrictBool = True
 
 
 class AdaptivePoolLayer(_Strict):
@@ -397,7 +398,7 @@ class _OptimizerBase(_Strict):
     """
 
     weight_decay: NonNegativeFloat = 0.0
-    decay_bias_and_norm: bool = True
+    decay_bias_and_norm: StrictBool = True
 
 
 class AdamSpec(_OptimizerBase):
@@ -445,7 +446,7 @@ class RmspropSpec(_OptimizerBase):
     alpha: Fraction = 0.99
     eps: PositiveFloat = 1e-8
     momentum: NonNegativeFloat = 0.0
-    centered: bool = False
+    centered: StrictBool = False
 
 
 OptimizerSpec = Annotated[
@@ -469,12 +470,12 @@ class OneCycleSpec(_Strict):
     total_steps: PositiveInt | None = None
     pct_start: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] = 0.3
     anneal_strategy: Literal["cos", "linear"] = "cos"
-    cycle_momentum: bool = True
+    cycle_momentum: StrictBool = True
     base_momentum: Fraction = 0.85
     max_momentum: Fraction = 0.95
     div_factor: PositiveFloat = 25.0
     final_div_factor: PositiveFloat = 1e4
-    three_phase: bool = False
+    three_phase: StrictBool = False
 
 
 class CosineSpec(_Strict):
