@@ -410,7 +410,10 @@ def test_the_report_shows_the_recipe_and_the_learning_rate(tmp_path):
     text = training_recipe(spec.model_dump(mode="json"),
                            MetricsLog(tmp_path / "metrics.jsonl").read())
     assert "Optimizer: adamw lr 0.01, weight decay 0.05 (not on biases and norms)" in text
-    assert "schedule: onecycle" in text and "label smoothing 0.1" in text
+    assert "schedule: onecycle; label smoothing 0.1" in text  # defaults are not listed
+    changed = {**spec.model_dump(mode="json"), "scheduler": {"kind": "step", "step_size": 5,
+                                                            "gamma": 0.1}}
+    assert "schedule: step (step_size 5);" in training_recipe(changed, [])
     assert "augmentation: RandomAffine, RandomErasing" in text
     assert "learning rate at each evaluation: " in text and "(step 12)" in text
 

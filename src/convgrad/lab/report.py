@@ -428,9 +428,11 @@ def training_recipe(spec: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
         parts.append(f"Optimizer: {text}")
     schedule = spec.get("scheduler")
     if schedule:
+        defaults = _schedule_defaults(schedule.get("kind"))
         options = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
                             for key, value in schedule.items()
-                            if key != "kind" and value is not None)
+                            if key != "kind" and value is not None
+                            and (key not in defaults or defaults[key] != value))
         parts.append(f"schedule: {schedule['kind']}" + (f" ({options})" if options else ""))
     if train.get("label_smoothing"):
         parts.append(f"label smoothing {train['label_smoothing']:g}")
@@ -442,6 +444,21 @@ def training_recipe(spec: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
         parts.append("learning rate at each evaluation: " + ", ".join(
             f"{lr:.3g} (step {step:,})" for step, lr in rates))
     return "; ".join(parts) + "." if parts else ""
+
+
+def _schedule_defaults(kind: Any) -> dict[str, Any]:
+    """The default values of a ``[scheduler]`` kind's optional keys (shown only when changed)."""
+    import typing
+
+    from pydantic_core import PydanticUndefined
+
+    from convgrad.lab.spec import SchedulerSpec
+
+    for cls in typing.get_args(typing.get_args(SchedulerSpec)[0]):
+        if kind in typing.get_args(cls.model_fields["kind"].annotation):
+            return {name: field.default for name, field in cls.model_fields.items()
+                    if field.default is not PydanticUndefined}
+    return {}
 
 
 def _curves(report: Report, name: str, group: list[Run]) -> None:
