@@ -1,7 +1,8 @@
 """The experiment schema: pydantic models of a TOML spec that refuse unknown keys.
 
 A spec names the dataset, the model, the optimizer, the training schedule, the seed, the course's
-reference accuracy and, optionally, a sweep over keep probabilities. Every validation error is
+reference accuracy and, optionally, a learning-rate ``[scheduler]``, label smoothing,
+``[[train.augment]]`` tables and a sweep over keep probabilities. Every validation error is
 reported with the dotted path of the offending key (``optimizer.lr: Input should be greater than
 0``), see :class:`SpecError`.
 
@@ -30,6 +31,27 @@ Example (the shipped ``baseline.toml``)::
     [budget]
     quick = 150
     standard = 2000
+
+The plus experiments add (``baseline-plus.toml``)::
+
+    layers = [{ type = "conv2d", ... }, { type = "batchnorm" }, { type = "relu" }, ...]
+
+    [optimizer]
+    name = "adamw"
+    lr = 2e-3
+    weight_decay = 0.05
+    decay_bias_and_norm = false
+
+    [scheduler]
+    kind = "onecycle"        # over train.steps, peak = optimizer.lr
+
+    [train]
+    label_smoothing = 0.1
+
+    [[train.augment]]
+    name = "RandomAffine"
+    degrees = 10
+    translate = [0.1, 0.1]
 """
 
 from __future__ import annotations
@@ -654,6 +676,11 @@ class ExperimentSpec(_Strict):
             the training set (``validation_examples`` of it) and reports their test accuracy:
             the test set never selects anything.
         report: the experiment's report section and figures.
+        optimizer: ``[optimizer]``: adam, adamw, sgd or rmsprop, with ``weight_decay`` and
+            ``decay_bias_and_norm``.
+        scheduler: ``[scheduler]``: a learning-rate schedule (``kind`` = onecycle, cosine,
+            step, multistep, exponential, linear), stepped after every optimizer step and
+            checkpointed with the run; None keeps the optimizer's ``lr``.
         point: the sweep point this spec is (``keep-0.5``), set by :meth:`sweep_points`.
     """
 
