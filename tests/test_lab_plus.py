@@ -479,3 +479,18 @@ def test_quick_seeds_and_evaluations_change_only_the_smaller_budgets():
     assert quick.seeds == [0, 1] and quick.train.eval_every == 10
     assert spec.with_overrides(budget="standard").seeds == [0, 1, 2]
     assert spec.with_overrides(budget="full").train.eval_every == 5
+
+
+def test_tensorboard_shows_the_scheduled_learning_rate(tmp_path):
+    pytest.importorskip("tensorboardX")
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator")
+    assert run_experiment(validate_spec(plus_dict(steps=18)), tmp_path, progress=False,
+                          tensorboard=True).ok
+    board = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    board.Reload()
+    logged = [(event.step, event.value) for event in board.Scalars("lr")]
+    expected = [(r["step"], r["lr"]) for r in MetricsLog(tmp_path / "metrics.jsonl").read()]
+    assert [step for step, _ in logged] == [step for step, _ in expected] == [6, 12, 18]
+    assert [value for _, value in logged] == pytest.approx([lr for _, lr in expected], rel=1e-6)
+    assert len({lr for _, lr in expected}) == 3  # the schedule moved it

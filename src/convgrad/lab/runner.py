@@ -286,7 +286,7 @@ def run_experiment(
 
     The loop is short: forward, the divergence guard's loss check, backward and update, then
     the hooks in order (:class:`DivergenceGuard`, :class:`Evaluator`, :class:`ProgressBar`,
-    :class:`SchedulerStep`, :class:`TensorBoardHook`, :class:`Checkpointer`), each with
+    :class:`TensorBoardHook`, :class:`SchedulerStep`, :class:`Checkpointer`), each with
     ``on_step_end(state)`` and ``state_dict()``; :class:`RunState` holds the loop's own state.
 
     The directory is locked (:func:`convgrad.files.exclusive_lock`) for the whole call.
@@ -709,9 +709,10 @@ def _run_locked(
     log.truncate_after(state.step)
 
     show = sys.stderr.isatty() if progress is None else progress
-    hooks: list[Hook] = [guard, evaluator, ProgressBar(state, show, evaluator), *resumable[1:]]
-    if tensorboard or tensorboard_requested():
+    hooks: list[Hook] = [guard, evaluator, ProgressBar(state, show, evaluator)]
+    if tensorboard or tensorboard_requested():  # before the scheduler: the step's own lr
         hooks.append(TensorBoardHook(run, state.step))
+    hooks += resumable[1:]
     hooks.append(Checkpointer(run, list(hooks), keep, stop_after))
     state.session_start = time.perf_counter()
     try:
