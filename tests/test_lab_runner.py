@@ -94,7 +94,7 @@ def test_run_writes_metrics_on_schedule_and_a_result(tmp_path):
     records = MetricsLog(tmp_path / "metrics.jsonl").read()
     assert [r["step"] for r in records] == [6, 12, 18, 24, 30]
     assert set(records[0]) == {"step", "train_loss", "train_acc", "test_acc", "test_examples",
-                               "wall_time"}
+                               "wall_time", "lr"}
     assert [r["test_examples"] for r in records] == [40, 40, 40, 40, 120]  # last: whole test set
     result = json.loads((tmp_path / "result.json").read_text())
     for key in ("test_acc", "parameters", "steps", "wall_time", "samples_per_s", "status", "seed",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -90,14 +91,32 @@ def datasets_for(spec) -> Datasets:
     return load_datasets(spec.dataset, held)
 
 
-def make_loader(data: Datasets, batch_size: int, seed: int):
+def make_loader(data: Datasets, batch_size: int, seed: int,
+                augment: Sequence[Mapping[str, Any]] = ()):
     """The training batches: fresh pairs when the data has a ``fresh_base``, else a shuffling
-    :class:`~convgrad.data.DataLoader`; both resume from ``state_dict()``."""
+    :class:`~convgrad.data.DataLoader`; both resume from ``state_dict()``.
+
+    Args:
+        augment: ``train.augment`` tables (:func:`convgrad.data.transforms.from_config`),
+            applied to every training batch; the loader draws each batch's augmentation from a
+            generator fixed by its position, so a resumed run replays it exactly. Only the
+            training loader is ever augmented.
+
+    Raises:
+        SpecError: augmentation asked for fresh digit pairs (not supported).
+    """
     from convgrad.data import DataLoader, FreshDigitPairs
+    from convgrad.data.transforms import from_config
 
     if data.fresh_base is not None:
+        if augment:
+            raise SpecError(
+                "train.augment: not supported with dataset.sampling = \"fresh\" (fresh digit "
+                "pairs); use sampling = \"fixed\" or remove the augmentation"
+            )
         return FreshDigitPairs(data.fresh_base, batch_size, seed=seed)
-    return DataLoader(data.train, batch_size, shuffle=True, seed=seed)
+    transform = from_config(list(augment), where="train.augment") if augment else None
+    return DataLoader(data.train, batch_size, shuffle=True, seed=seed, transform=transform)
 
 
 @functools.lru_cache(maxsize=4)

@@ -10,6 +10,7 @@ Each evaluation appends one JSON line::
   in eval mode (no dropout);
 - ``test_acc``: accuracy on a fixed subset of the test set (``train.eval_test_examples``) during
   training, and on the *whole* test set at the last step; ``test_examples`` says which;
+- ``lr``: the learning rate of the step just taken (first parameter group; a schedule moves it);
 - ``wall_time``: seconds of training so far, summed over resumed sessions (the only field that
   differs between an interrupted run and an uninterrupted one).
 """

@@ -13,11 +13,17 @@ import numpy as np
 import convgrad as cg
 from convgrad import nn
 from convgrad.lab.spec import (
+    AdaptivePoolLayer,
+    BatchNormLayer,
     Conv2dLayer,
     DeepMnistBuilder,
     DigitSumBuilder,
     DropoutLayer,
+    EluLayer,
+    GeluLayer,
+    GlobalAvgPoolLayer,
     LayerListModel,
+    LeakyReluLayer,
     LinearLayer,
     MinimalBuilder,
     OneConvBuilder,
@@ -178,6 +184,29 @@ def _layer(spec, shape: tuple[int, ...], num_classes: int, path: str) -> nn.Modu
         return pool(spec.kernel_size, stride=spec.stride, padding=spec.padding)
     if isinstance(spec, DropoutLayer):
         return nn.Dropout(spec.p)
+    if isinstance(spec, BatchNormLayer):
+        if len(shape) not in (2, 3, 4):
+            raise SpecError(
+                f"{path}: batchnorm expects (N, C, H, W), (N, C, L) or (N, features) input, the "
+                f"layers before give {shape}"
+            )
+        norm = nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d
+        return norm(shape[1], eps=spec.eps, momentum=spec.momentum, affine=spec.affine)
+    if isinstance(spec, AdaptivePoolLayer | GlobalAvgPoolLayer):
+        if len(shape) != 4:
+            raise SpecError(
+                f"{path}: {spec.type} expects (N, C, H, W) input, the layers before give {shape}"
+            )
+        if isinstance(spec, GlobalAvgPoolLayer):
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        pool = nn.AdaptiveAvgPool2d if spec.type == "adaptive_avgpool" else nn.AdaptiveMaxPool2d
+        return pool(spec.output_size)
+    if isinstance(spec, LeakyReluLayer):
+        return nn.LeakyReLU(spec.negative_slope)
+    if isinstance(spec, EluLayer):
+        return nn.ELU(spec.alpha)
+    if isinstance(spec, GeluLayer):
+        return nn.GELU(spec.approximate)
     if isinstance(spec, PlainLayer):
         return _PLAIN[spec.type]()
     if isinstance(spec, SumDistributionLayer):

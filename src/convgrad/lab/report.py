@@ -383,6 +383,9 @@ def _experiments(report: Report, runs: list[Run], explain: bool) -> None:
         if description:
             report.paragraph(description)
         report.paragraph(f"Protocol: {PROTOCOLS.get(first.protocol, first.protocol)}.")
+        recipe = training_recipe(first.spec, first.metrics)
+        if recipe:
+            report.paragraph(recipe)
         note = first.result.get("reference") is not None and first.spec.get("reference_note")
         rows = []
         for run in group:
@@ -407,6 +410,55 @@ def _experiments(report: Report, runs: list[Run], explain: bool) -> None:
             _curves(report, name, group)
         if explain and "explain" in first.report_spec["plots"]:
             _explain(report, name, group)
+
+
+def training_recipe(spec: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+    """One line on how a run trained: optimizer, weight decay, schedule, label smoothing,
+    augmentation, and the learning rate logged at each evaluation (``metrics.jsonl``'s ``lr``)
+    when it moved."""
+    optimizer = spec.get("optimizer") or {}
+    train = spec.get("train") or {}
+    parts = []
+    if optimizer.get("name"):
+        text = f"{optimizer['name']} lr {optimizer.get('lr', 0):g}"
+        if optimizer.get("weight_decay"):
+            text += f", weight decay {optimizer['weight_decay']:g}"
+            if optimizer.get("decay_bias_and_norm") is False:
+                text += " (not on biases and norms)"
+        parts.append(f"Optimizer: {text}")
+    schedule = spec.get("scheduler")
+    if schedule:
+        defaults = _schedule_defaults(schedule.get("kind"))
+        options = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in schedule.items()
+                            if key != "kind" and value is not None
+                            and (key not in defaults or defaults[key] != value))
+        parts.append(f"schedule: {schedule['kind']}" + (f" ({options})" if options else ""))
+    if train.get("label_smoothing"):
+        parts.append(f"label smoothing {train['label_smoothing']:g}")
+    if train.get("augment"):
+        parts.append("augmentation: " + ", ".join(
+            str(table.get("name", "?")) for table in train["augment"]))
+    rates = [(r["step"], r["lr"]) for r in metrics if isinstance(r.get("lr"), int | float)]
+    if len({lr for _, lr in rates}) > 1:
+        parts.append("learning rate at each evaluation: " + ", ".join(
+            f"{lr:.3g} (step {step:,})" for step, lr in rates))
+    return "; ".join(parts) + "." if parts else ""
+
+
+def _schedule_defaults(kind: Any) -> dict[str, Any]:
+    """The default values of a ``[scheduler]`` kind's optional keys (shown only when changed)."""
+    import typing
+
+    from pydantic_core import PydanticUndefined
+
+    from convgrad.lab.spec import SchedulerSpec
+
+    for cls in typing.get_args(typing.get_args(SchedulerSpec)[0]):
+        if kind in typing.get_args(cls.model_fields["kind"].annotation):
+            return {name: field.default for name, field in cls.model_fields.items()
+                    if field.default is not PydanticUndefined}
+    return {}
 
 
 def _curves(report: Report, name: str, group: list[Run]) -> None:

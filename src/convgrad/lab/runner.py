@@ -53,7 +53,21 @@ from convgrad.lab.datasets import Datasets, datasets_for, make_loader
 from convgrad.lab.metrics import MetricsLog, accuracy, fixed_subset
 from convgrad.lab.models import build_model, count_parameters
 from convgrad.lab.selection import Selection
-from convgrad.lab.spec import AdamSpec, ExperimentSpec, SpecError, dropout_of, validate_spec
+from convgrad.lab.spec import (
+    AdamSpec,
+    AdamWSpec,
+    CosineSpec,
+    ExperimentSpec,
+    ExponentialSpec,
+    LinearScheduleSpec,
+    MultiStepSpec,
+    OneCycleSpec,
+    RmspropSpec,
+    SpecError,
+    StepSpec,
+    dropout_of,
+    validate_spec,
+)
 from convgrad.lab.tensorboard import requested as tensorboard_requested
 
 COMPLETED, DIVERGED = "completed", "diverged"
@@ -81,24 +95,76 @@ class RunOutcome:
         return self.status == COMPLETED
 
 
-def make_optimizer(spec: ExperimentSpec, model: cg.nn.Module) -> cg.optim.Optimizer:
-    """The optimizer the spec names, over the model's distinct parameters."""
+def parameter_groups(spec: ExperimentSpec, model: cg.nn.Module) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one, or with ``decay_bias_and_norm = false`` two, the
+    parameters of rank >= 2 (weights of convolutions and linear layers) with the spec's
+    ``weight_decay`` and those of rank <= 1 (biases, BatchNorm's weight and bias) without."""
+    parameters = list(model.parameters())
     options = spec.optimizer
-    if isinstance(options, AdamSpec):
-        return cg.optim.Adam(
-            model.parameters(), lr=options.lr, betas=tuple(options.betas), eps=options.eps,
-            weight_decay=options.weight_decay,
+    if options.decay_bias_and_norm:
+        return [{"params": parameters}]
+    return [{"params": [p for p in parameters if p.ndim >= 2]},
+            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def make_optimizer(spec: ExperimentSpec, model: cg.nn.Module) -> cg.optim.Optimizer:
+    """The optimizer the spec names, over the model's distinct parameters
+    (:func:`parameter_groups`)."""
+    options = spec.optimizer
+    groups = parameter_groups(spec, model)
+    if isinstance(options, AdamSpec | AdamWSpec):
+        cls = cg.optim.AdamW if isinstance(options, AdamWSpec) else cg.optim.Adam
+        return cls(groups, lr=options.lr, betas=tuple(options.betas), eps=options.eps,
+                   weight_decay=options.weight_decay)
+    if isinstance(options, RmspropSpec):
+        return cg.optim.RMSprop(
+            groups, lr=options.lr, alpha=options.alpha, eps=options.eps,
+            weight_decay=options.weight_decay, momentum=options.momentum,
+            centered=options.centered,
         )
     return cg.optim.SGD(
-        model.parameters(), lr=options.lr, momentum=options.momentum,
+        groups, lr=options.lr, momentum=options.momentum,
         nesterov=options.nesterov, weight_decay=options.weight_decay,
     )
 
 
-def _comparable(spec_data: dict[str, Any]) -> dict[str, Any]:
+def make_scheduler(spec: ExperimentSpec, optimizer: cg.optim.Optimizer) -> Any:
+    """The learning-rate scheduler of ``spec.scheduler`` on ``optimizer`` (None without one).
+
+    A OneCycle cycle and a cosine period default to the run's ``train.steps``, and OneCycle's
+    ``max_lr`` to the optimizer's ``lr``.
+    """
+    from convgrad.optim import lr_scheduler
+
+    schedule, steps = spec.scheduler, spec.train.steps
+    if schedule is None:
+        return None
+    if isinstance(schedule, OneCycleSpec):
+        options = schedule.model_dump(exclude={"kind", "max_lr", "total_steps"})
+        return lr_scheduler.OneCycleLR(
+            optimizer, max_lr=schedule.max_lr or spec.optimizer.lr,
+            total_steps=schedule.total_steps or steps, **options,
+        )
+    if isinstance(schedule, CosineSpec):
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=schedule.T_max or steps,
+                                              eta_min=schedule.eta_min)
+    if isinstance(schedule, StepSpec):
+        return lr_scheduler.StepLR(optimizer, schedule.step_size, gamma=schedule.gamma)
+    if isinstance(schedule, MultiStepSpec):
+        return lr_scheduler.MultiStepLR(optimizer, schedule.milestones, gamma=schedule.gamma)
+    if isinstance(schedule, ExponentialSpec):
+        return lr_scheduler.ExponentialLR(optimizer, schedule.gamma)
+    if isinstance(schedule, LinearScheduleSpec):
+        return lr_scheduler.LinearLR(optimizer, schedule.start_factor, schedule.end_factor,
+                                     schedule.total_iters)
+    raise SpecError(f"scheduler: unsupported kind {schedule!r}")  # pragma: no cover
+
+
+def _comparable(spec_data: dict[str, Any], keep_steps: bool = False) -> dict[str, Any]:
     data = json.loads(json.dumps(spec_data))
     for key in _RESUMABLE_CHANGES:
-        data["train"].pop(key, None)
+        if not (keep_steps and key == "steps"):
+            data["train"].pop(key, None)
     return data
 
 
@@ -133,14 +199,17 @@ def _check_run_dir(run_dir: Path, spec: ExperimentSpec, resume: bool) -> bool:
         )
     stored = validate_spec(_read_json_object(spec_path, SpecError), source=str(spec_path))
     stored_data, current = stored.model_dump(mode="json"), spec.model_dump(mode="json")
-    if _comparable(stored_data) != _comparable(current):
-        changed = sorted(
-            key for key in set(stored_data) | set(current)
-            if _comparable(stored_data).get(key) != _comparable(current).get(key)
-        )
+    # a schedule as long as the run (OneCycle, cosine) fixes train.steps too
+    fixed = stored.schedule_follows_steps or spec.schedule_follows_steps
+    before, now = _comparable(stored_data, fixed), _comparable(current, fixed)
+    if before != now:
+        changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
+        allowed = ("only train.keep_checkpoints may change (the scheduler's length is "
+                   "train.steps)" if fixed else
+                   "only train.steps and train.keep_checkpoints may change")
         raise SpecError(
             f"cannot resume {run_dir}: the spec differs from the one the run started with "
-            f"(in {', '.join(changed)}); only train.steps and train.keep_checkpoints may change"
+            f"(in {', '.join(changed)}); {allowed}"
         )
     return True
 
@@ -217,7 +286,7 @@ def run_experiment(
 
     The loop is short: forward, the divergence guard's loss check, backward and update, then
     the hooks in order (:class:`DivergenceGuard`, :class:`Evaluator`, :class:`ProgressBar`,
-    :class:`SchedulerStep`, :class:`TensorBoardHook`, :class:`Checkpointer`), each with
+    :class:`TensorBoardHook`, :class:`SchedulerStep`, :class:`Checkpointer`), each with
     ``on_step_end(state)`` and ``state_dict()``; :class:`RunState` holds the loop's own state.
 
     The directory is locked (:func:`convgrad.files.exclusive_lock`) for the whole call.
@@ -234,7 +303,8 @@ def run_experiment(
         keep_checkpoints: generations to keep; default ``spec.train.keep_checkpoints`` (2).
         scheduler: ``scheduler(optimizer)`` builds an LR scheduler (``step()``,
             ``state_dict()``, ``load_state_dict()``), stepped after every update and resumed
-            exactly.
+            exactly; for programmatic use. A spec's ``[scheduler]`` table is built by
+            :func:`make_scheduler` and stepped the same way; giving both is refused.
         tensorboard: also write TensorBoard event files beside ``metrics.jsonl`` (as does
             ``--tensorboard``, which sets ``CONVGRAD_TENSORBOARD=1``).
 
@@ -242,7 +312,8 @@ def run_experiment(
         The outcome; ``result.json`` is written for completed and diverged runs.
 
     Raises:
-        SpecError: a spec with a sweep, a model that does not fit the data, an occupied
+        SpecError: a spec with a sweep, a model that does not fit the data, both a
+            ``scheduler`` argument and a ``[scheduler]`` table in the spec, an occupied
             ``run_dir`` without ``resume`` (:class:`RunExistsError`), or a resume with a
             different spec.
         RunLockedError: another process is writing ``run_dir``.
@@ -251,6 +322,11 @@ def run_experiment(
     """
     if spec.sweep is not None:
         raise SpecError("run_experiment: expected a single run; expand the sweep first")
+    if scheduler is not None and spec.scheduler is not None:
+        raise SpecError(
+            f"run_experiment: the spec has a [scheduler] table ({spec.scheduler.kind}) and a "
+            "scheduler argument was given; pass one of them"
+        )
     keep = spec.train.keep_checkpoints if keep_checkpoints is None else keep_checkpoints
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise SpecError(f"keep_checkpoints: expected an integer >= 1, received {keep!r}")
@@ -386,7 +462,8 @@ class DivergenceGuard(Hook):
 
 class Evaluator(Hook):
     """On evaluation steps: accuracy on the fixed subsets (the whole test set at the last step),
-    one line appended to ``metrics.jsonl``; resets the loss accumulator."""
+    one line appended to ``metrics.jsonl`` (with ``lr``, the first parameter group's learning
+    rate of the step just taken); resets the loss accumulator."""
 
     def __init__(self, run: _Run) -> None:
         self.run = run
@@ -412,6 +489,7 @@ class Evaluator(Hook):
             "test_acc": self.last_test_acc,
             "test_examples": len(test_labels),
             "wall_time": round(state.wall_time(), 3),
+            "lr": float(self.run.optimizer.param_groups[0]["lr"]),
             **self.run.selection.evaluate(state.step, model),
         })
         state.loss_sum, state.loss_count = 0.0, 0
@@ -591,7 +669,7 @@ def _run_locked(
     cg.manual_seed(spec.seed)
     model = build_model(spec.model, data.input_shape, data.num_classes)
     optimizer = make_optimizer(spec, model)
-    loader = make_loader(data, spec.train.batch_size, spec.seed)
+    loader = make_loader(data, spec.train.batch_size, spec.seed, spec.train.augment)
     log = MetricsLog(run_dir / "metrics.jsonl")
     log.read()  # a bad line refuses the resume here, before any file changes
     run = _Run(spec, run_dir, data, model, optimizer, loader, log,
@@ -602,6 +680,8 @@ def _run_locked(
     resumable: list[Hook] = [guard]
     if scheduler is not None:
         resumable.append(SchedulerStep(scheduler(optimizer)))
+    elif spec.scheduler is not None:
+        resumable.append(SchedulerStep(make_scheduler(spec, optimizer)))
 
     if resuming and has_checkpoint(run_dir):
         manifest, model_state, optimizer_state = load_checkpoint(run_dir)
@@ -629,9 +709,10 @@ def _run_locked(
     log.truncate_after(state.step)
 
     show = sys.stderr.isatty() if progress is None else progress
-    hooks: list[Hook] = [guard, evaluator, ProgressBar(state, show, evaluator), *resumable[1:]]
-    if tensorboard or tensorboard_requested():
+    hooks: list[Hook] = [guard, evaluator, ProgressBar(state, show, evaluator)]
+    if tensorboard or tensorboard_requested():  # before the scheduler: the step's own lr
         hooks.append(TensorBoardHook(run, state.step))
+    hooks += resumable[1:]
     hooks.append(Checkpointer(run, list(hooks), keep, stop_after))
     state.session_start = time.perf_counter()
     try:
@@ -641,7 +722,9 @@ def _run_locked(
             model.train()
             # overflow becomes inf/nan, which the guard reports as divergence
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                loss = cg.nn.functional.cross_entropy(model(cg.tensor(images)), labels)
+                loss = cg.nn.functional.cross_entropy(
+                    model(cg.tensor(images)), labels, label_smoothing=spec.train.label_smoothing
+                )
             state.loss = float(loss.item())
             if not guard.check_loss(state, state.loss):
                 return state.outcome  # type: ignore[return-value]

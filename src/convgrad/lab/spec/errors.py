@@ -54,7 +54,7 @@ def key_path(loc: tuple[Any, ...], data: Any, tags: frozenset[str] = frozenset()
     return path or "(top level)"
 
 
-_FIELD_MESSAGE = re.compile(r"^Value error, ([A-Za-z_][A-Za-z0-9_]*): (.*)$", re.S)
+_FIELD_MESSAGE = re.compile(r"^Value error, ([A-Za-z_][A-Za-z0-9_.]*): (.*)$", re.S)
 
 
 def format_validation_error(

@@ -1,7 +1,8 @@
 """The experiment schema: pydantic models of a TOML spec that refuse unknown keys.
 
 A spec names the dataset, the model, the optimizer, the training schedule, the seed, the course's
-reference accuracy and, optionally, a sweep over keep probabilities. Every validation error is
+reference accuracy and, optionally, a learning-rate ``[scheduler]``, label smoothing,
+``[[train.augment]]`` tables and a sweep over keep probabilities. Every validation error is
 reported with the dotted path of the offending key (``optimizer.lr: Input should be greater than
 0``), see :class:`SpecError`.
 
@@ -30,6 +31,27 @@ Example (the shipped ``baseline.toml``)::
     [budget]
     quick = 150
     standard = 2000
+
+The plus experiments add (``baseline-plus.toml``)::
+
+    layers = [{ type = "conv2d", ... }, { type = "batchnorm" }, { type = "relu" }, ...]
+
+    [optimizer]
+    name = "adamw"
+    lr = 2e-3
+    weight_decay = 0.05
+    decay_bias_and_norm = false
+
+    [scheduler]
+    kind = "onecycle"        # over train.steps, peak = optimizer.lr
+
+    [train]
+    label_smoothing = 0.1
+
+    [[train.augment]]
+    name = "RandomAffine"
+    degrees = 10
+    translate = [0.1, 0.1]
 """
 
 from __future__ import annotations
@@ -42,16 +64,19 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     StrictInt,
     Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from convgrad.lab.spec.errors import SpecError, format_validation_error
 
@@ -200,8 +225,60 @@ class SumDistributionLayer(_Strict):
     type: Literal["sum_distribution"]
 
 
+class BatchNormLayer(_Strict):
+    """``BatchNorm2d`` after a (N, C, H, W) input, ``BatchNorm1d`` after (N, F) or (N, C, L):
+    chosen by the rank of the input; ``num_features`` inferred.
+
+    ``momentum`` is the weight of the new batch in the running statistics (torch's
+    convention, not Keras's), in (0, 1].
+    """
+
+    type: Literal["batchnorm"]
+    eps: PositiveFloat = 1e-5
+    momentum: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.1
+    affine: StrictBool = True
+
+
+class AdaptivePoolLayer(_Strict):
+    """``AdaptiveAvgPool2d(output_size)`` / ``AdaptiveMaxPool2d(output_size)``."""
+
+    type: Literal["adaptive_avgpool", "adaptive_maxpool"]
+    output_size: Annotated[StrictInt, Field(gt=0)] | tuple[
+        Annotated[StrictInt, Field(gt=0)], Annotated[StrictInt, Field(gt=0)]
+    ]
+
+
+class GlobalAvgPoolLayer(_Strict):
+    """Global average pooling: ``AdaptiveAvgPool2d(1)`` then flatten, (N, C, H, W) -> (N, C)."""
+
+    type: Literal["global_avgpool"]
+
+
+class LeakyReluLayer(_Strict):
+    """``LeakyReLU(negative_slope)``."""
+
+    type: Literal["leaky_relu"]
+    negative_slope: Finite = 0.01
+
+
+class EluLayer(_Strict):
+    """``ELU(alpha)``."""
+
+    type: Literal["elu"]
+    alpha: Finite = 1.0
+
+
+class GeluLayer(_Strict):
+    """``GELU(approximate)``: the exact erf form (``"none"``) or the tanh approximation."""
+
+    type: Literal["gelu"]
+    approximate: Literal["none", "tanh"] = "none"
+
+
 LayerSpec = Annotated[
-    Conv2dLayer | LinearLayer | PoolLayer | DropoutLayer | PlainLayer | SumDistributionLayer,
+    Conv2dLayer | LinearLayer | PoolLayer | DropoutLayer | PlainLayer | SumDistributionLayer
+    | BatchNormLayer | AdaptivePoolLayer | GlobalAvgPoolLayer | LeakyReluLayer | EluLayer
+    | GeluLayer,
     Field(discriminator="type"),
 ]
 
@@ -331,27 +408,168 @@ ModelSpec = Annotated[
 
 
 # ---------------------------------------------------------------------------------- training
-class AdamSpec(_Strict):
+class _OptimizerBase(_Strict):
+    """What every optimizer takes besides its own options.
+
+    Attributes:
+        weight_decay: L2 penalty added to the gradient (Adam, SGD, RMSprop), or decoupled
+            decay ``w -= lr * weight_decay * w`` (AdamW), as torch.
+        decay_bias_and_norm: False puts the parameters of rank <= 1 (biases, BatchNorm's
+            weight and bias) into a second parameter group with ``weight_decay = 0``; the
+            usual practice for normalised networks. Default True (torch's: every parameter).
+    """
+
+    weight_decay: NonNegativeFloat = 0.0
+    decay_bias_and_norm: StrictBool = True
+
+
+class AdamSpec(_OptimizerBase):
     """``convgrad.optim.Adam``."""
 
     name: Literal["adam"]
     lr: PositiveFloat = 1e-3
     betas: tuple[Probability, Probability] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
-    weight_decay: NonNegativeFloat = 0.0
 
 
-class SgdSpec(_Strict):
+class AdamWSpec(_OptimizerBase):
+    """``convgrad.optim.AdamW``: Adam with decoupled weight decay (default 0.01, torch's)."""
+
+    name: Literal["adamw"]
+    lr: PositiveFloat = 1e-3
+    betas: tuple[Probability, Probability] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 1e-2
+
+
+class SgdSpec(_OptimizerBase):
     """``convgrad.optim.SGD``."""
 
     name: Literal["sgd"]
     lr: PositiveFloat
     momentum: NonNegativeFloat = 0.0
     nesterov: bool = False
-    weight_decay: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SgdSpec:
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError(
+                f"nesterov: expected momentum > 0 with nesterov = true, received momentum="
+                f"{self.momentum}"
+            )
+        return self
 
 
-OptimizerSpec = Annotated[AdamSpec | SgdSpec, Field(discriminator="name")]
+class RmspropSpec(_OptimizerBase):
+    """``convgrad.optim.RMSprop``."""
+
+    name: Literal["rmsprop"]
+    lr: PositiveFloat = 1e-2
+    alpha: Fraction = 0.99
+    eps: PositiveFloat = 1e-8
+    momentum: NonNegativeFloat = 0.0
+    centered: StrictBool = False
+
+
+OptimizerSpec = Annotated[
+    AdamSpec | AdamWSpec | SgdSpec | RmspropSpec, Field(discriminator="name")
+]
+
+
+# ---------------------------------------------------------------------------------- schedules
+class OneCycleSpec(_Strict):
+    """``OneCycleLR``: warm up from ``max_lr / div_factor`` to ``max_lr``, anneal to
+    ``max_lr / (div_factor * final_div_factor)``; cycles the momentum (Adam's beta1) inversely.
+
+    Attributes:
+        max_lr: the peak learning rate; default the optimizer's ``lr``.
+        total_steps: the cycle's length in optimizer steps; default the run's ``train.steps``
+            (so a smaller budget runs a whole, shorter cycle).
+    """
+
+    kind: Literal["onecycle"]
+    max_lr: PositiveFloat | None = None
+    total_steps: PositiveInt | None = None
+    pct_start: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] = 0.3
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+    cycle_momentum: StrictBool = True
+    base_momentum: Fraction = 0.85
+    max_momentum: Fraction = 0.95
+    div_factor: PositiveFloat = 25.0
+    final_div_factor: PositiveFloat = 1e4
+    three_phase: StrictBool = False
+
+
+class CosineSpec(_Strict):
+    """``CosineAnnealingLR``: from the optimizer's ``lr`` to ``eta_min`` over ``T_max`` steps
+    (default the run's ``train.steps``)."""
+
+    kind: Literal["cosine"]
+    T_max: PositiveInt | None = None  # noqa: N815  (torch's name)
+    eta_min: NonNegativeFloat = 0.0
+
+
+class StepSpec(_Strict):
+    """``StepLR``: multiply the learning rate by ``gamma`` every ``step_size`` steps."""
+
+    kind: Literal["step"]
+    step_size: PositiveInt
+    gamma: PositiveFloat = 0.1
+
+
+class MultiStepSpec(_Strict):
+    """``MultiStepLR``: multiply the learning rate by ``gamma`` at each milestone step."""
+
+    kind: Literal["multistep"]
+    milestones: Annotated[list[PositiveInt], Field(min_length=1)]
+    gamma: PositiveFloat = 0.1
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, values: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+            raise ValueError(f"expected strictly increasing steps, received {values}")
+        return values
+
+
+class ExponentialSpec(_Strict):
+    """``ExponentialLR``: multiply the learning rate by ``gamma`` every step."""
+
+    kind: Literal["exponential"]
+    gamma: PositiveFloat
+
+
+class LinearScheduleSpec(_Strict):
+    """``LinearLR``: the factor goes linearly from ``start_factor`` to ``end_factor`` over
+    ``total_iters`` steps, then stays (a warm-up)."""
+
+    kind: Literal["linear"]
+    start_factor: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0 / 3
+    end_factor: Fraction = 1.0
+    total_iters: PositiveInt = 5
+
+
+SchedulerSpec = Annotated[
+    OneCycleSpec | CosineSpec | StepSpec | MultiStepSpec | ExponentialSpec | LinearScheduleSpec,
+    Field(discriminator="kind"),
+]
+"""A learning-rate schedule, stepped after every optimizer step (torch's order)."""
+
+
+def _check_augment(table: dict[str, Any]) -> dict[str, Any]:
+    """One ``[[train.augment]]`` table, checked by building it (:func:`transforms.from_config`)."""
+    from convgrad.data.transforms import from_config
+    from convgrad.errors import ArgumentError
+
+    try:
+        from_config([table], where="")
+    except ArgumentError as error:
+        message = str(error).removeprefix("[0]: ")
+        raise PydanticCustomError("augment", "{detail}", {"detail": message}) from None
+    return table
+
+
+AugmentTable = Annotated[dict[str, Any], AfterValidator(_check_augment)]
 
 
 class TrainSpec(_Strict):
@@ -369,6 +587,11 @@ class TrainSpec(_Strict):
         keep_checkpoints: checkpoint generations kept (the newest that verifies is resumed).
         loss_ceiling_factor: a step's loss above this multiple of the run's first loss counts as
             divergence, like inf or nan.
+        label_smoothing: the training loss's ``F.cross_entropy(label_smoothing=)``, in [0, 1].
+        augment: ``[[train.augment]]`` tables, each a transform of
+            :mod:`convgrad.data.transforms` (``name = "RandomAffine"`` and its arguments),
+            applied in order to every training batch (:func:`transforms.from_config`); never to
+            evaluation. Replayed exactly on resume.
     """
 
     batch_size: PositiveInt = 50
@@ -379,13 +602,25 @@ class TrainSpec(_Strict):
     eval_test_examples: NonNegativeInt = 2000
     keep_checkpoints: PositiveInt = 2
     loss_ceiling_factor: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] = 1e4
+    label_smoothing: Fraction = 0.0
+    augment: list[AugmentTable] = []
 
 
 class BudgetSpec(_Strict):
-    """Steps under the smaller budgets (``full`` is ``train.steps``)."""
+    """Steps under the smaller budgets (``full`` is ``train.steps``).
+
+    Attributes:
+        quick, standard: optimizer steps under those budgets (default ``train.steps``).
+        evaluations: the most evaluations of a quick or standard run (default 10,
+            :data:`BUDGET_EVALUATION`); fewer keeps the validation passes of a short run cheap.
+        quick_seeds: under the quick budget run only the first ``quick_seeds`` of ``seeds``
+            (default all), so the quick suite stays short; standard and full run them all.
+    """
 
     quick: PositiveInt | None = None
     standard: PositiveInt | None = None
+    evaluations: PositiveInt | None = None
+    quick_seeds: PositiveInt | None = None
 
 
 class SweepSpec(_Strict):
@@ -441,6 +676,11 @@ class ExperimentSpec(_Strict):
             the training set (``validation_examples`` of it) and reports their test accuracy:
             the test set never selects anything.
         report: the experiment's report section and figures.
+        optimizer: ``[optimizer]``: adam, adamw, sgd or rmsprop, with ``weight_decay`` and
+            ``decay_bias_and_norm``.
+        scheduler: ``[scheduler]``: a learning-rate schedule (``kind`` = onecycle, cosine,
+            step, multistep, exponential, linear), stepped after every optimizer step and
+            checkpointed with the run; None keeps the optimizer's ``lr``.
         point: the sweep point this spec is (``keep-0.5``), set by :meth:`sweep_points`.
     """
 
@@ -462,6 +702,7 @@ class ExperimentSpec(_Strict):
     dataset: DatasetSpec
     model: ModelSpec
     optimizer: OptimizerSpec = AdamSpec(name="adam")
+    scheduler: SchedulerSpec | None = None
     train: TrainSpec
     budget: BudgetSpec = BudgetSpec()
     sweep: SweepSpec | None = None
@@ -472,6 +713,31 @@ class ExperimentSpec(_Strict):
         if values is not None and len(set(values)) != len(values):
             raise ValueError(f"expected distinct seeds, received {values}")
         return values
+
+    @model_validator(mode="after")
+    def _schedule_covers_run(self) -> ExperimentSpec:
+        schedule, steps = self.scheduler, self.train.steps
+        if isinstance(schedule, OneCycleSpec) and schedule.total_steps is not None \
+                and schedule.total_steps < steps:
+            raise ValueError(
+                f"scheduler.total_steps: expected at least train.steps={steps} (OneCycleLR "
+                f"cannot step past its cycle), received {schedule.total_steps}"
+            )
+        if isinstance(schedule, OneCycleSpec) and schedule.base_momentum > schedule.max_momentum:
+            raise ValueError(
+                f"scheduler.base_momentum: expected at most max_momentum="
+                f"{schedule.max_momentum}, received {schedule.base_momentum}"
+            )
+        return self
+
+    @property
+    def schedule_follows_steps(self) -> bool:
+        """The scheduler's length is ``train.steps`` (OneCycle without ``total_steps``, cosine
+        without ``T_max``): then ``train.steps`` cannot change on resume."""
+        schedule = self.scheduler
+        return (isinstance(schedule, OneCycleSpec) and schedule.total_steps is None) or (
+            isinstance(schedule, CosineSpec) and schedule.T_max is None
+        )
 
     @model_validator(mode="after")
     def _sweep_needs_dropout(self) -> ExperimentSpec:
@@ -502,9 +768,10 @@ class ExperimentSpec(_Strict):
 
         ``seed`` runs that one seed only (the spec's ``seeds`` list is dropped).
 
-        Under the quick and standard budgets a run evaluates at most 10 times, on smaller fixed
-        subsets during training (:data:`BUDGET_EVALUATION`); the last evaluation is still on the
-        whole test set.
+        Under the quick and standard budgets a run evaluates at most 10 times (or
+        ``budget.evaluations``), on smaller fixed subsets during training
+        (:data:`BUDGET_EVALUATION`); the last evaluation is still on the whole test set. The
+        quick budget keeps the first ``budget.quick_seeds`` seeds only, when that is set.
         """
         data = self.model_dump(mode="python")
         train = data["train"]
@@ -512,6 +779,9 @@ class ExperimentSpec(_Strict):
             self.steps_for(budget)  # validates the name
             full_steps, full_every = train["steps"], train["eval_every"]
             max_evaluations, eval_examples = BUDGET_EVALUATION[budget]
+            max_evaluations = min(max_evaluations, self.budget.evaluations or max_evaluations)
+            if budget == "quick" and self.budget.quick_seeds and data["seeds"]:
+                data["seeds"] = data["seeds"][: self.budget.quick_seeds]
             train["steps"] = self.steps_for(budget)
             evaluations = max(1, min(max_evaluations, math.ceil(full_steps / full_every)))
             train["eval_every"] = max(1, math.ceil(train["steps"] / evaluations))
