@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import sys
 
 import matplotlib.image
 import numpy as np
@@ -115,6 +116,7 @@ def test_graph_shows_the_shared_tower_once_with_one_node_per_call():
     head = next(call for call in graph.calls if call.module == "head.0")
     assert head.sources == ["tower.8#0", "tower.8#1"] and head.shape == (1, 19)
     assert graph.output_sources == ["head.0#0"] and graph.output_shape == (1, 19)
+    pytest.importorskip("graphviz", reason="the graphviz package: pip install 'convgrad[graph]'")
     source = to_dot(graph, "digit-sum")
     assert source.count('"params_tower.0" [') == 1  # the shared parameters: one node
     assert source.count('"params_tower.0" ->') == 2  # ... with an edge to each call
@@ -122,6 +124,7 @@ def test_graph_shows_the_shared_tower_once_with_one_node_per_call():
 
 
 def test_graph_writes_svg_with_dot(tmp_path, capsys):
+    pytest.importorskip("graphviz", reason="the graphviz package: pip install 'convgrad[graph]'")
     if shutil.which("dot") is None:
         pytest.skip("Graphviz's `dot` not found: install the Debian package `graphviz`")
     assert main(["graph", "baseline", "--out", str(tmp_path)]) == 0
@@ -132,6 +135,7 @@ def test_graph_writes_svg_with_dot(tmp_path, capsys):
 
 
 def test_graph_without_dot_writes_the_dot_file_and_says_how_to_render(tmp_path, monkeypatch):
+    pytest.importorskip("graphviz", reason="the graphviz package: pip install 'convgrad[graph]'")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     result = write_graph("minimal", tmp_path)
     assert result.svg is None and not (tmp_path / "minimal.svg").exists()
@@ -150,3 +154,9 @@ def test_explain_and_graph_are_subcommands():
 
     commands = build_parser()._subparsers._group_actions[0].choices
     assert {"explain", "graph"} <= set(commands)
+
+
+def test_graph_without_the_graphviz_package_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "graphviz", None)
+    assert main(["graph", "minimal", "--out", str(tmp_path)]) == 2
+    assert "pip install 'convgrad[graph]'" in capsys.readouterr().err

@@ -25,6 +25,7 @@ import convgrad as cg
 from convgrad import nn
 from convgrad.autograd import Tensor
 from convgrad.files import atomic_write
+from convgrad.lab.spec import SpecError
 
 RENDER_HINT = ("install Graphviz (Debian: apt-get install graphviz) and run "
                "`dot -Tsvg {dot} -o {svg}`")
@@ -117,8 +118,17 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def to_dot(graph: ModelGraph, title: str) -> str:
-    """Graphviz source: a box per module call, an ellipse per module's parameters (once)."""
-    import graphviz
+    """Graphviz source: a box per module call, an ellipse per module's parameters (once).
+
+    Raises:
+        SpecError: the ``graphviz`` package (the ``convgrad[graph]`` extra) is not installed.
+    """
+    try:
+        import graphviz
+    except ImportError:
+        raise SpecError(
+            "convgrad graph needs the graphviz package: pip install 'convgrad[graph]'"
+        ) from None
 
     dot = graphviz.Digraph(title, graph_attr={"rankdir": "TB", "label": title, "labelloc": "t",
                                               "fontname": "Helvetica"},
