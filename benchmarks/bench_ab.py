@@ -1,4 +1,4 @@
-"""Interleaved A/B of convgrad kernel variants on Deep MNIST training steps (issue 14).
+"""Interleaved A/B of convgrad kernel variants on Deep MNIST training steps.
 
 Two copies of the same network (same weights, same batches) train side by side, one step each in
 turn: A under a variant (an earlier path, or another setting), B with the code as it is. On a

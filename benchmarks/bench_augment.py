@@ -1,6 +1,6 @@
 """Cost of batch augmentation against one training step of the Deep MNIST network.
 
-Issue 9's bar: augmenting a batch of 256 MNIST images must take less than 10% of one baseline
+The bar: augmenting a batch of 256 MNIST images must take less than 10% of one baseline
 (Deep MNIST, Adam) training step at batch 256. Training steps and augmentations alternate in one
 process (so both see the same machine state); the script prints the median of each and the ratio,
 for the recipe ``RandomAffine(10, translate=(0.1, 0.1), scale=(0.9, 1.1))`` + ``RandomErasing()``

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of every parser of outside bytes (issue 11, "Fuzzing").
+"""Property-based fuzzing of every parser of outside bytes.
 
 Parsers: IDX files (headers, dims, truncation, gzip), lab specs (TOML text and values),
 checkpoint manifests and npz archives, ``metrics.jsonl``, ``result.json`` and the command line's

@@ -1,4 +1,4 @@
-"""What the lab's specs gained from the engine (issue 10, section 4): BatchNorm, adaptive and
+"""What the lab's specs gained from the engine: BatchNorm, adaptive and
 global pooling, LeakyReLU/ELU/GELU, AdamW/RMSprop with weight decay (optionally not on biases and
 norms), a ``[scheduler]`` table, label smoothing and ``[[train.augment]]``; exact resume with all
 of them on (in process and after SIGKILL); and the shipped plus experiments."""

@@ -1,4 +1,4 @@
-"""Issue 11, defect 7: one-line errors where tracebacks were (command line, data layer, engine)."""
+"""One-line errors where tracebacks were (command line, data layer, engine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 11: no run can lose or mix its data (defects 1, 2, 3, 5, 6 and the lab part of 7).
+"""No run can lose or mix its data: generations, locking, divergence, resume that changes nothing.
 
 Each test names the defect it covers; each failed on the code before the fix (see the report).
 """
@@ -91,7 +91,7 @@ def stopped_at_10(tmp_path: Path) -> Path:
     return run_dir
 
 
-# ------------------------------------------------------------------------- defect 1
+# ---------------------------------------------- a damaged manifest never deletes a checkpoint
 def test_damaged_manifest_keeps_the_npz_and_resume_rebuilds_the_index(tmp_path, whole, capfd):
     run_dir = stopped_at_10(tmp_path)
     (run_dir / "manifest.json").write_text('{"format": 1, "st')
@@ -114,7 +114,7 @@ def test_manifest_naming_a_missing_file_deletes_nothing(tmp_path, whole, capfd):
     assert_same_weights(whole, run_dir)
 
 
-# ------------------------------------------------------------------------- defect 2
+# ------------------------------------------------------------------- checkpoint generations
 def test_two_generations_are_kept_and_a_damaged_newest_falls_back(tmp_path, whole, capfd):
     run_dir = stopped_at_10(tmp_path)
     assert sorted(p.name for p in run_dir.glob("ckpt-*.npz")) == [
@@ -159,7 +159,7 @@ def test_no_usable_generation_is_an_error_that_deletes_nothing(tmp_path):
     assert snapshot(run_dir) == before
 
 
-# ------------------------------------------------------------------------- defect 3
+# ---------------------------------------------------------------------- one writer per run
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -239,7 +239,7 @@ def test_report_lists_a_run_in_progress_as_running(tmp_path, whole):
     assert collect_runs(tmp_path) == []  # interrupted, nobody running it, no result yet
 
 
-# ------------------------------------------------------------------------- defect 5
+# ------------------------------------------------------------------------------ divergence
 def test_huge_finite_loss_is_divergence_and_nothing_non_finite_is_saved(tmp_path):
     data = spec_dict(steps=40, checkpoint_every=1)
     data["optimizer"] = {"name": "adam", "lr": 1e6}
@@ -296,7 +296,7 @@ def test_save_checkpoint_refuses_inf_and_nan(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# ------------------------------------------------------------------------- defect 6
+# ----------------------------------------------------------- a refused resume changes nothing
 def test_bad_middle_metrics_line_refuses_with_its_number_and_changes_nothing(tmp_path):
     run_dir = stopped_at_10(tmp_path)
     path = run_dir / "metrics.jsonl"
@@ -354,7 +354,7 @@ def test_fresh_run_refuses_a_directory_that_is_not_a_run(tmp_path):
         ".convgrad.lock", "ckpt-00000007.npz", "notes.txt"]
 
 
-# ------------------------------------------------------------------------- defect 7 (lab)
+# --------------------------------------------------------------------- one-line errors (lab)
 def _rewrite_newest(run_dir: Path, change) -> None:
     """Rewrite every generation's arrays with ``change`` and re-index them (valid sha256s)."""
     from convgrad.files import sha256_file

@@ -1,4 +1,4 @@
-"""The runner's explicit state and hooks (issue 10, section 2): each hook's state_dict() is
+"""The runner's explicit state and hooks: each hook's state_dict() is
 checkpointed and resumed exactly; an LR scheduler and a TensorBoard writer plug in as hooks."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 11, defect 4: the BLAS thread-count switch is process-wide and reference-counted, so
+"""The BLAS thread-count switch is process-wide and reference-counted, so
 two user threads training at once give the bits of their solo runs and leave the count as it was.
 """
 
