@@ -6,12 +6,8 @@ of them on (in process and after SIGKILL); and the shipped plus experiments."""
 from __future__ import annotations
 
 import copy
-import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +25,7 @@ from convgrad.lab.runner import make_optimizer, make_scheduler, run_experiment
 from convgrad.lab.spec import SpecError, builtin_names, resolve_spec, validate_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_lab_runner import assert_same_run  # noqa: E402
+from test_lab_runner import assert_same_run, whole_killed_and_resumed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLUS = ["baseline-plus", "minimal-plus", "few250-plus", "fashion-baseline", "fashion-plus"]
@@ -373,29 +369,7 @@ def test_sigkill_and_resume_with_everything_on_matches_an_uninterrupted_run(tmp_
     spec_path.write_text(PLUS_TOML)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO / "src")}
-    base = [sys.executable, "-m", "convgrad", "run", str(spec_path), "--quiet", "--out"]
-    whole = subprocess.run([*base, str(tmp_path / "whole")], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-
-    command = [*base, str(tmp_path / "killed")]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    manifest = tmp_path / "killed" / "manifest.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("step", 0) >= 20:
-            break
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = json.loads(manifest.read_text())["step"]
-    assert 20 <= killed_at < 120
-    resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(tmp_path / "whole", tmp_path / "killed")
+    whole_killed_and_resumed(spec_path, tmp_path, env)
     stored = load_scheduler_state(tmp_path / "killed")
     assert stored["last_epoch"] == 120  # the schedule was checkpointed and resumed with the run
 

@@ -88,6 +88,38 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert result_a["test_acc"] == result_b["test_acc"]
 
 
+
+def whole_killed_and_resumed(spec_path: Path, tmp_path: Path, env: dict) -> None:
+    """Run ``spec_path`` uninterrupted into ``tmp_path/whole``; run it again into
+    ``tmp_path/killed``, SIGKILL it once a checkpoint at step >= 20 (of 120) exists, resume it,
+    and check that both runs ended the same (see :func:`assert_same_run`)."""
+    base = [sys.executable, "-m", "convgrad", "run", str(spec_path), "--quiet", "--out"]
+    whole = subprocess.run([*base, str(tmp_path / "whole")], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    command = [*base, str(tmp_path / "killed")]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    manifest = tmp_path / "killed" / "manifest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("step", 0) >= 20:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = json.loads(manifest.read_text())["step"]
+    assert 20 <= killed_at < 120
+    assert not (tmp_path / "killed" / "result.json").exists()
+
+    resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(tmp_path / "whole", tmp_path / "killed")
+
 def test_run_writes_metrics_on_schedule_and_a_result(tmp_path):
     outcome = run_experiment(validate_spec(spec_dict()), tmp_path, progress=False)
     assert outcome.ok
@@ -138,32 +170,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path):
     spec_path.write_text(toml_text(data))
     # both runs with the same BLAS thread count: a different count may change float rounding
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "convgrad", "run", str(spec_path), "--quiet", "--out"]
-    whole = subprocess.run([*base, str(tmp_path / "whole")], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-
-    command = [*base, str(tmp_path / "killed")]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    manifest = tmp_path / "killed" / "manifest.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("step", 0) >= 20:
-            break
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    killed_at = json.loads(manifest.read_text())["step"]
-    assert 20 <= killed_at < 120
-    assert not (tmp_path / "killed" / "result.json").exists()
-
-    resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(tmp_path / "whole", tmp_path / "killed")
+    whole_killed_and_resumed(spec_path, tmp_path, env)
     steps = [r["step"] for r in MetricsLog(tmp_path / "killed" / "metrics.jsonl").read()]
     assert steps == list(range(10, 121, 10))  # no duplicated or missing lines
 

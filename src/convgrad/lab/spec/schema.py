@@ -6,31 +6,7 @@ reference accuracy and, optionally, a learning-rate ``[scheduler]``, label smoot
 reported with the dotted path of the offending key (``optimizer.lr: Input should be greater than
 0``), see :class:`SpecError`.
 
-Example (the shipped ``baseline.toml``)::
-
-    name = "baseline"
-    seed = 0
-    reference = 0.992
-
-    [dataset]
-    kind = "mnist"
-
-    [model]
-    builder = "deep_mnist"
-    dropout = 0.5
-
-    [optimizer]
-    name = "adam"
-    lr = 1e-4
-
-    [train]
-    batch_size = 50
-    steps = 20000
-    eval_every = 1000
-
-    [budget]
-    quick = 150
-    standard = 2000
+A whole spec (the shipped ``baseline.toml``) is shown in :mod:`convgrad.lab.spec`.
 
 The plus experiments add (``baseline-plus.toml``)::
 
