@@ -22,8 +22,8 @@ from convgrad.lab.spec import builtin_names, registry, resolve_spec
 from lab_fixtures import fake_run, fake_suite
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["Summary", "Targets", "Experiments", "Overfitting: train against test accuracy",
-            "Accuracy vs keep probability", "Parameters vs accuracy", "Digit sum vs its ceiling"]
+SECTIONS = ["Summary", "References and their sources", "Targets", "Experiments",
+            "Overfitting: train against test accuracy", "Accuracy vs keep probability", "Parameters vs accuracy", "Digit sum vs its ceiling"]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def test_report_has_every_section_and_table(report):
     for name in builtin_names():
         assert name in headings
     sections = {spec.report.section for spec in registry().values()}
-    # a summary per section, targets, one per experiment, overfitting, keep sweep, parameters,
-    # digit sum
-    assert len(report.tables()) == len(sections) + 1 + len(builtin_names()) + 4
+    # a summary per section, references, targets, one per experiment, overfitting, keep sweep,
+    # parameters, digit sum
+    assert len(report.tables()) == len(sections) + 2 + len(builtin_names()) + 4
     summary_rows = sum(len(table[2]) for table in report.tables()[: len(sections)])
     assert summary_rows == len(builtin_names()) + 4  # the sweep has 5 runs
     keep_rows = next(t for t in report.tables() if t[1][0] == "keep probability")[2]
@@ -66,7 +66,7 @@ def test_markdown_and_html_have_every_table_and_decodable_images(report):
 
     page = render_html(report)
     assert page.count("<table>") == markdown.count("\n|---|") == (
-        len(sections) + 1 + len(builtin_names()) + 4
+        len(sections) + 2 + len(builtin_names()) + 4
     )
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == len(paths) >= len(builtin_names()) + 3
@@ -85,6 +85,17 @@ def test_write_report_writes_both_files_and_the_plots(suite_dir, tmp_path):
     assert html_path.read_text().count("data:image/png;base64,") == 2
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown_path.read_text()):
         assert (target / path).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_the_references_table_names_each_source_and_where_sources_disagree(report):
+    table = next(t for t in report.tables() if t[1][:3] == ["experiment", "reference", "source"])
+    rows = {row[0]: row for row in table[2]}
+    with_reference = {name for name, spec in registry().items() if spec.reference is not None}
+    assert with_reference <= set(rows)
+    assert rows["baseline"][1] == "0.9920" and "TensorFlow tutorial" in rows["baseline"][2]
+    nodropout = rows["full-nodropout"]
+    assert nodropout[1] == "0.9720" and nodropout[2].startswith("course")
+    assert "TensorFlow tutorial" in nodropout[4] and "dropout" in nodropout[4]
 
 
 def test_report_of_an_empty_directory_says_so(tmp_path):

@@ -311,6 +311,7 @@ def build_report(directory: Path, command: str | None = None, explain: bool = Tr
         return report
     groups = group_runs(runs)
     _summary(report, groups)
+    _references(report, groups)
     _targets(report, groups)
     _experiments(report, runs, explain)
     _overfitting(report, groups)
@@ -349,10 +350,30 @@ def _summary(report: Report, groups: list[Group]) -> None:
                       "status"], rows)
 
 
+def _references(report: Report, groups: list[Group]) -> None:
+    """Each reference's source, and what other sources say where they disagree."""
+    rows = []
+    for group in groups:
+        spec, result = group.first.spec, group.first.result
+        if result.get("reference") is None:
+            continue
+        rows.append([group.label, _accuracy(result.get("reference")),
+                     spec.get("reference_note") or NO_VALUE, _mean_std(group.accuracies),
+                     spec.get("reference_disagreement") or NO_VALUE])
+    if not rows:
+        return
+    report.heading(2, "References and their sources")
+    report.paragraph("Where each reference number comes from, beside this lab's measurement; "
+                     "where another source gives a different picture of the same experiment, "
+                     "the last column says what it says.")
+    report.table(["experiment", "reference", "source", "measured here", "other sources"], rows)
+
+
 def _targets(report: Report, groups: list[Group]) -> None:
     report.heading(2, "Targets")
-    report.paragraph("Each experiment's target applies to the full budget (the course's number "
-                     "of steps); under a smaller budget the table shows how far the shortened "
+    report.paragraph("Each experiment's target applies to the full budget (the spec's "
+                     "`train.steps`: the course's number of steps for the course's "
+                     "experiments); under a smaller budget the table shows how far the shortened "
                      "runs get. With several seeds a target is met only when the mean is.")
     rows = []
     for group in groups:

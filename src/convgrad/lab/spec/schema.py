@@ -639,6 +639,9 @@ class ExperimentSpec(_Strict):
         description: one line for ``convgrad list`` and the report.
         reference: the course's test accuracy for this experiment, if it has one.
         reference_note: where the reference comes from.
+        reference_disagreement: what another source says of the same experiment where it
+            disagrees with the reference (the report's references table shows it beside the
+            reference and the measured accuracy).
         target: the accuracy this experiment must reach under the full budget, if any.
         max_params: a parameter ceiling that is part of the target (the minimal network).
         seed: seeds initialisation, dropout and data order.
@@ -664,6 +667,7 @@ class ExperimentSpec(_Strict):
     description: str = ""
     reference: Fraction | None = None
     reference_note: str = ""
+    reference_disagreement: str = ""
     target: Fraction | None = None
     target_max: Fraction | None = None
     max_params: PositiveInt | None = None
