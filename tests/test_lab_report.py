@@ -23,7 +23,8 @@ from lab_fixtures import fake_run, fake_suite
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ["Summary", "References and their sources", "Targets", "Experiments",
-            "Overfitting: train against test accuracy", "Accuracy vs keep probability", "Parameters vs accuracy", "Digit sum vs its ceiling"]
+            "Overfitting: train against test accuracy", "Accuracy vs keep probability",
+            "Parameters vs accuracy", "Digit sum vs its ceiling"]
 
 
 @pytest.fixture(scope="module")
