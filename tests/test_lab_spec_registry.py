@@ -163,6 +163,7 @@ def test_the_digit_sum_readings_differ_from_the_course_spec_only_where_they_say(
         )
     assert changed == {
         "digit-sum-fresh": ["dataset.sampling"],
+        "digit-sum-fresh-adam1e-3": ["dataset.sampling", "model.init", "optimizer.lr"],
         "digit-sum-fresh-dropout": ["dataset.sampling", "model.head"],
         "digit-sum-fresh-stem": ["dataset.sampling", "model.stem", "model.tower"],
     }
