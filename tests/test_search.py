@@ -8,6 +8,7 @@ import importlib.util
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from convgrad.cli import main
@@ -109,16 +110,21 @@ def test_trials_are_drawn_from_the_seed_and_refused_over_max_params(tmp_path):
     assert [t.settings for t in other] != [t.settings for t in trials]
 
 
-def test_validation_split_is_the_end_of_the_training_set_never_the_test_set(tmp_path):
+def test_the_validation_split_is_the_labs_held_out_split_never_the_test_set(tmp_path):
     from convgrad.lab.datasets import load_datasets
 
     spec, search = load_search(write(tmp_path))
     split = validation_datasets(spec.dataset, 64)
+    lab = load_datasets(spec.dataset, 64)  # what protocol = "validation" holds out
     full = load_datasets(spec.dataset)
-    assert len(split.train) == 256 and len(split.test) == 64
-    assert (split.test.images == full.train.images[-64:]).all()
-    assert (split.train.labels == full.train.labels[:-64]).all()
-    with pytest.raises(SpecError, match="search.validation: expected fewer.*320, received 320"):
+    assert len(split.train) == 256 and len(split.test) == 64 and split.validation is None
+    assert (split.test.images == lab.validation.images).all()
+    assert (split.train.labels == lab.train.labels).all()
+    train_rows = {row.tobytes() for row in np.asarray(split.train.images)}
+    assert not any(row.tobytes() in train_rows for row in np.asarray(split.test.images))
+    test_rows = {row.tobytes() for row in np.asarray(full.test.images)}
+    assert not any(row.tobytes() in test_rows for row in np.asarray(split.test.images))
+    with pytest.raises(SpecError, match="search.validation: expected fewer.*320"):
         validation_datasets(spec.dataset, 320)
 
 

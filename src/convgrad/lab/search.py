@@ -10,7 +10,7 @@ A search spec is an experiment spec plus a ``[search]`` table::
     reduction_factor = 3      # ASHA keeps the best 1/3 at each rung
     max_params = 20000        # trials with more parameters are refused, never trained
     target = 0.99             # best = the smallest network reaching it on validation
-    validation = 5000         # the last 5,000 training examples; the test set is never used
+    validation = 5000         # 5,000 held-out training examples; the test set is never used
     cpus_per_trial = 1
 
     [search.space]            # dotted keys of the spec
@@ -268,26 +268,25 @@ def draw_trials(
 
 
 def validation_datasets(dataset_spec: Any, validation: int) -> Any:
-    """Train on all but the last ``validation`` training examples; "test" on those.
+    """Train on the training set less ``validation`` held-out examples; "test" on those.
 
-    The test split is loaded by the data layer but never evaluated. This is the only place that
-    carves the validation split, so a validation protocol in the spec can replace it here.
+    The held-out examples are the lab's validation split (``protocol = "validation"``,
+    :func:`convgrad.lab.datasets.load_datasets`): the same positions, drawn by a fixed seed, so a
+    search and a validation-protocol run of the same dataset select on the same images (for
+    digit pairs, on pairs of held-out digits). The test split is loaded by the data layer but
+    never evaluated.
 
     Raises:
         SpecError: ``validation`` is not smaller than the training set.
     """
-    from convgrad.lab.datasets import ArrayData, Datasets, load_datasets
+    from convgrad.lab.datasets import load_datasets
 
-    full = load_datasets(dataset_spec)
-    images, labels = np.asarray(full.train.images), np.asarray(full.train.labels)
-    if validation >= len(labels):
-        raise SpecError(f"search.validation: expected fewer examples than the training set's "
-                        f"{len(labels)}, received {validation}")
-    return Datasets(
-        ArrayData(images[:-validation], labels[:-validation], "train minus validation"),
-        ArrayData(images[-validation:], labels[-validation:], "validation"),
-        full.num_classes, full.input_shape,
-    )
+    try:
+        data = load_datasets(dataset_spec, validation)
+    except SpecError as error:
+        raise SpecError(str(error).replace("validation_examples:", "search.validation:", 1)) \
+            from None
+    return data._replace(test=data.validation, validation=None)
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
