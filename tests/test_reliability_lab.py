@@ -479,3 +479,32 @@ def test_a_format_1_checkpoint_of_an_older_version_still_resumes(tmp_path, whole
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     assert run_experiment(tiny(), run_dir, resume=True, progress=False).ok
     assert_same_weights(whole, run_dir)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_parallel_runs_end_with_the_process_that_started_them(tmp_path, how):
+    """Killing `convgrad run --jobs 2` (politely or not) leaves no worker training for nobody:
+    within seconds both runs' locks are free, and the runs resume from their checkpoints."""
+    data = spec_dict(steps=10**7, eval_every=10**6, checkpoint_every=50)
+    data["seeds"] = [0, 1]
+    (tmp_path / "long.toml").write_text(_toml(data))
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "convgrad", "run", str(tmp_path / "long.toml"), "--quiet",
+               "--jobs", "2", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    seeds = [out / "seed-0", out / "seed-1"]
+    deadline = time.monotonic() + 120
+    while not all(lock_holder(d) for d in seeds):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    workers = {lock_holder(d) for d in seeds}
+    assert str(process.pid) not in workers  # each run is written by a worker process
+    process.send_signal(how)
+    process.communicate(timeout=60)
+    if how == signal.SIGTERM:
+        assert process.returncode == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while any(lock_holder(d) for d in seeds):
+        assert time.monotonic() < deadline, f"workers still hold {[lock_holder(d) for d in seeds]}"
+        time.sleep(0.2)

@@ -96,12 +96,37 @@ def suite_tasks(
     return tasks
 
 
-def _run_task(payload: dict[str, Any], threads: int | None, progress: bool) -> dict[str, Any]:
-    """Worker: run one task with BLAS and convgrad limited to ``threads``; never raises."""
+PARENT_POLL_S = 0.5
+"""How often a pool worker checks that the process that started it is still alive."""
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a pool worker: end this process as soon as ``parent`` is gone.
+
+    A parent killed outright (SIGKILL, an out-of-memory kill) cannot stop its workers, and
+    orphaned workers would go on training for nobody. Ending one at any instant is safe: every
+    file a run writes is written atomically, its lock dies with it, and the run resumes exactly.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="convgrad-parent-watch", daemon=True).start()
+
+
+def _run_task(payload: dict[str, Any], threads: int | None, progress: bool,
+              parent: int | None = None) -> dict[str, Any]:
+    """Worker: run one task with BLAS and convgrad limited to ``threads``; never raises.
+
+    ``parent``: the PID of the process that started this worker (a pool worker ends itself
+    when that process is gone); None when the task runs in the calling process."""
     import convgrad as cg
     from convgrad.errors import RunLockedError
     from convgrad.lab.runner import run_experiment
 
+    if parent is not None:
+        _end_with_parent(parent)
     if threads is not None:
         cg.set_num_threads(threads)
 
@@ -170,12 +195,16 @@ def run_tasks(
         # Workers start with SIGINT ignored (inherited through exec): a Ctrl-C reaches the whole
         # process group, and only this process should react to it, with one line, not one
         # traceback per worker. Each worker's run-directory lock is released when it is ended.
+        # A SIGTERM (kill, a job scheduler's stop) ends this process through the cleanup below,
+        # so that the workers end with it.
         with _sigint_ignored():
-            futures = {pool.submit(_run_task, payloads[i], threads, False): i for i in order}
-        for future in as_completed(futures):
-            index = futures[future]
-            results[index] = future.result()
-            say(_summary_line(tasks[index], results[index]))
+            futures = {pool.submit(_run_task, payloads[i], threads, False, os.getpid()): i
+                       for i in order}
+        with _sigterm_exits():
+            for future in as_completed(futures):
+                index = futures[future]
+                results[index] = future.result()
+                say(_summary_line(tasks[index], results[index]))
     except BaseException:
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
@@ -196,6 +225,24 @@ def _sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """Meanwhile, SIGTERM raises SystemExit(143) (128 + SIGTERM) in the main thread, so that
+    ``finally`` and ``except`` blocks run; elsewhere signal handlers cannot change."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _summary_line(task: Task, result: dict[str, Any]) -> str:
