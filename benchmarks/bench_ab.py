@@ -35,6 +35,7 @@ def variants() -> dict[str, tuple[str, Callable[[], contextlib.AbstractContextMa
     """name -> (what A runs, a context manager that puts A's path in place)."""
     from convgrad import parallel
     from convgrad.kernels import conv
+    from convgrad.nn import layers
 
     new_weight_grad = conv._weight_grad
 
@@ -48,6 +49,10 @@ def variants() -> dict[str, tuple[str, Callable[[], contextlib.AbstractContextMa
             lambda: _swapped(conv, "_weight_grad", weight_grad_row_sum_db),
         ),
     }
+    table["relu_before_pool"] = (
+        "ReLU then max pool, as written (B: the pool first, the ReLU on its output)",
+        lambda: _swapped(layers, "_pool_first", lambda activation, pool: False),
+    )
     for size in (256 << 10, 512 << 10, 2 << 20, 4 << 20):
         table[f"min_parallel_{size >> 10}k"] = (
             f"MIN_PARALLEL_BYTES = {size >> 10} KiB (B: {parallel.MIN_PARALLEL_BYTES >> 10})",

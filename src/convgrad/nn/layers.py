@@ -211,9 +211,36 @@ class Sequential(Module):
         return self
 
     def forward(self, input: Any) -> Any:
-        for module in self._modules.values():
+        modules = list(self._modules.values())
+        index = 0
+        while index < len(modules):
+            module = modules[index]
+            if index + 1 < len(modules) and _pool_first(module, modules[index + 1]):
+                # max_pool(relu(x)) == relu(max_pool(x)) elementwise, gradients included: run
+                # the pool first and the ReLU on a quarter of the values (2x2 pooling).
+                input = module(modules[index + 1](input))
+                index += 2
+                continue
             input = module(input)
+            index += 1
         return input
+
+
+def _pool_first(activation: Module, pool: Module) -> bool:
+    """Whether ``activation`` then ``pool`` may run as pool then activation, bit for bit.
+
+    ReLU is non-decreasing, so it commutes with a window's maximum: max_i relu(x_i) =
+    relu(max_i x_i), with the same (first) argmax whenever the maximum is positive. Backward,
+    both orders route the upstream gradient to that argmax times relu'(max) = [max > 0], and
+    give every other input exactly zero; a NaN wins its window in both orders and passes no
+    gradient through the ReLU. Only plain ReLU and max pooling modules without hooks qualify:
+    a hook must see the tensors of the order the model was written in.
+    """
+    return (
+        type(activation) is ReLU and type(pool) in (MaxPool2d, MaxPool1d)
+        and not (activation._forward_hooks or activation._forward_pre_hooks
+                 or pool._forward_hooks or pool._forward_pre_hooks)
+    )
 
 
 class ModuleList(Module):
