@@ -101,7 +101,7 @@ PARENT_POLL_S = 0.5
 
 
 def _end_with_parent(parent: int) -> None:
-    """In a pool worker: end this process as soon as ``parent`` is gone.
+    """Pool worker initializer: end this process as soon as ``parent`` is gone.
 
     A parent killed outright (SIGKILL, an out-of-memory kill) cannot stop its workers, and
     orphaned workers would go on training for nobody. Ending one at any instant is safe: every
@@ -115,18 +115,12 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="convgrad-parent-watch", daemon=True).start()
 
 
-def _run_task(payload: dict[str, Any], threads: int | None, progress: bool,
-              parent: int | None = None) -> dict[str, Any]:
-    """Worker: run one task with BLAS and convgrad limited to ``threads``; never raises.
-
-    ``parent``: the PID of the process that started this worker (a pool worker ends itself
-    when that process is gone); None when the task runs in the calling process."""
+def _run_task(payload: dict[str, Any], threads: int | None, progress: bool) -> dict[str, Any]:
+    """Worker: run one task with BLAS and convgrad limited to ``threads``; never raises."""
     import convgrad as cg
     from convgrad.errors import RunLockedError
     from convgrad.lab.runner import run_experiment
 
-    if parent is not None:
-        _end_with_parent(parent)
     if threads is not None:
         cg.set_num_threads(threads)
 
@@ -190,7 +184,9 @@ def run_tasks(
         return results  # type: ignore[return-value]
     order = sorted(range(len(tasks)), key=lambda i: -tasks[i].cost)
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    # each worker watches this process once, for all the tasks it runs
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                               initializer=_end_with_parent, initargs=(os.getpid(),))
     try:
         # Workers start with SIGINT ignored (inherited through exec): a Ctrl-C reaches the whole
         # process group, and only this process should react to it, with one line, not one
@@ -198,8 +194,7 @@ def run_tasks(
         # A SIGTERM (kill, a job scheduler's stop) ends this process through the cleanup below,
         # so that the workers end with it.
         with _sigint_ignored():
-            futures = {pool.submit(_run_task, payloads[i], threads, False, os.getpid()): i
-                       for i in order}
+            futures = {pool.submit(_run_task, payloads[i], threads, False): i for i in order}
         with _sigterm_exits():
             for future in as_completed(futures):
                 index = futures[future]
