@@ -34,7 +34,7 @@ def _swapped(owner: object, name: str, value: object) -> Iterator[None]:
 def variants() -> dict[str, tuple[str, Callable[[], contextlib.AbstractContextManager]]]:
     """name -> (what A runs, a context manager that puts A's path in place)."""
     from convgrad import parallel
-    from convgrad.kernels import conv
+    from convgrad.kernels import conv, winograd
     from convgrad.nn import layers
 
     new_weight_grad = conv._weight_grad
@@ -52,6 +52,10 @@ def variants() -> dict[str, tuple[str, Callable[[], contextlib.AbstractContextMa
     table["relu_before_pool"] = (
         "ReLU then max pool, as written (B: the pool first, the ReLU on its output)",
         lambda: _swapped(layers, "_pool_first", lambda activation, pool: False),
+    )
+    table["patch_matrix"] = (
+        "every convolution by its patch matrix (B: Winograd F(2x2, 5x5) where it applies)",
+        lambda: _swapped(winograd, "ENABLED", False),
     )
     for size in (256 << 10, 512 << 10, 2 << 20, 4 << 20):
         table[f"min_parallel_{size >> 10}k"] = (

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from convgrad import parallel
+from convgrad.kernels import winograd
 from convgrad.kernels.conv_arith import (
     ConvGeometry,
     Pads,
@@ -166,6 +167,8 @@ def _correlate_nhwc(
         (N*H_out*W_out, C_out): row (n, y, x) = patch(n, y, x) @ W_mat (+ bias).
     """
     c_out = weight.shape[0]
+    if winograd.applies(geometry, xp.shape[3], c_out, xp.shape[0]):
+        return winograd.correlate(xp, weight, geometry, bias)
     groups = geometry.groups
     wmat = _weight_matrix(weight, groups)
     ho, wo = geometry.out_hw
@@ -213,6 +216,9 @@ def _weight_grad(
         dw (C_out, C_in/G, kH, kW) and db (C_out,) or None.
     """
     c_out, c_in_g, kh, kw = weight_shape
+    if winograd.applies(geometry, xp.shape[3], c_out, xp.shape[0]):
+        dout_nhwc = dout_mat.reshape(xp.shape[0], *geometry.out_hw, c_out)
+        return winograd.weight_grad(xp, dout_nhwc, geometry, need_db)
     groups = geometry.groups
     patches = _Patches(xp, geometry)
     # dW is summed over slices: in blocks of consecutive slices (at most DW_BLOCKS, fixed
