@@ -57,6 +57,14 @@ def variants() -> dict[str, tuple[str, Callable[[], contextlib.AbstractContextMa
         "every convolution by its patch matrix (B: Winograd F(2x2, 5x5) where it applies)",
         lambda: _swapped(winograd, "ENABLED", False),
     )
+    from convgrad.optim import optimizer
+
+    for elements in (1 << 16, 1 << 17, 1 << 19):
+        table[f"chunk_{elements >> 10}k"] = (
+            f"optimizer updates on chunks of {elements >> 10}K elements "
+            f"(B: {optimizer.CHUNK_ELEMENTS >> 10}K)",
+            lambda elements=elements: _swapped(optimizer, "CHUNK_ELEMENTS", elements),
+        )
     for size in (256 << 10, 512 << 10, 2 << 20, 4 << 20):
         table[f"min_parallel_{size >> 10}k"] = (
             f"MIN_PARALLEL_BYTES = {size >> 10} KiB (B: {parallel.MIN_PARALLEL_BYTES >> 10})",

@@ -4,8 +4,9 @@ A profiling pass over the Deep MNIST network (called by bench_deep_mnist.py, or 
 
 * every layer's forward (the module call) and backward (its Functions' backward, attributed
   through the op's context) is timed on the main thread, and so are the loss and the optimizer;
-* every BLAS call the kernels make (``np.matmul`` in convgrad.kernels.conv and .linear, on any
-  thread) is timed on the thread that makes it, and booked to the layer running at that moment;
+* every BLAS call the kernels make (``np.matmul`` in convgrad.kernels.conv, .linear and
+  .winograd: its channel products; its tile transforms count as outside), on any thread, is
+  timed on the thread that makes it, and booked to the layer running at that moment;
 * every parallel section (convgrad.parallel.parallel_for) is timed on the main thread, and the
   work of each thread inside it, so the main thread's wait on the workers splits into the
   workers' useful work and hand-off / idle time;
@@ -130,7 +131,7 @@ class Profiler:
         """Swap the timing wrappers in (kernels' np, Functions' backward, parallel sections)."""
         from convgrad import ops, parallel
         from convgrad.engine import Function
-        from convgrad.kernels import conv, linear, pool
+        from convgrad.kernels import conv, linear, pool, winograd
         from convgrad.optim import optimizer
 
         saved: list[tuple[object, str, object, bool]] = []
@@ -143,6 +144,7 @@ class Profiler:
         timed_np = _TimedNumpy(self)
         swap(conv, "np", timed_np)
         swap(linear, "np", timed_np)
+        swap(winograd, "np", timed_np)  # its channel products; its transforms are not counted
         profiler = self
         original_run_group = parallel._run_group
         original_parallel_for = parallel.parallel_for
@@ -170,7 +172,7 @@ class Profiler:
                 profiler.section_wall += time.perf_counter() - start
 
         swap(parallel, "_run_group", run_group)
-        for module in (parallel, conv, linear, pool, optimizer):
+        for module in (parallel, conv, linear, pool, optimizer, winograd):
             swap(module, "parallel_for", parallel_for)
         functions = [value for value in vars(ops).values()
                      if isinstance(value, type) and issubclass(value, Function)]

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import threading
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -75,12 +75,21 @@ ENABLED = True
 BLOCK_BYTES = 1 << 20
 """A block of images' largest transformed array stays under this (the core's cache)."""
 
+_BUFFERS = threading.local()
+"""Each thread's scratch for the blocks (a few MB), kept between calls: a fresh multi-MB array
+per call on a worker thread comes with fresh pages to fault in."""
+
+_transform = np.matmul
+"""The tile transforms' products (2 to 6 rows: memory-bound passes rather than arithmetic);
+``np.matmul`` is kept for the channel products, which benchmarks/bench_layers.py times as
+the layer's products."""
+
 DW_BLOCKS = 16
 """The weight gradient's sum over image blocks is split into at most this many partial sums,
 fixed by the batch (not the thread count) and added in order."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The transforms of F(m, r): A^T (m, a), G (a, r), B^T (a, a), a = m + r - 1, float64.
 
@@ -113,8 +122,10 @@ def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rhs = [Fraction(int(col == i + k)) for i in range(m) for k in range(r)]
         for j, value in enumerate(_solve(rows, rhs, a)):
             bt[j][col] = value
-    return (np.array(at, dtype=np.float64), np.array(g, dtype=np.float64),
-            np.array(bt, dtype=np.float64))
+    result = tuple(np.array(mat, dtype=np.float64) for mat in (at, g, bt))
+    for mat in result:
+        mat.setflags(write=False)  # shared by every caller (cached)
+    return result  # type: ignore[return-value]
 
 
 def _solve(rows: list[list[Fraction]], rhs: list[Fraction], n: int) -> list[Fraction]:
@@ -188,9 +199,9 @@ class _Plan:
         d = scratch[:size].reshape(source.shape)
         np.copyto(d, source)
         half = scratch[size : 2 * size].reshape(self.ah, self.aw * t * c)
-        np.matmul(bt_h, d.reshape(self.ah, -1), out=half)  # over the tile's rows
+        _transform(bt_h, d.reshape(self.ah, -1), out=half)  # over the tile's rows
         v = d.reshape(self.ah, self.aw, t * c)  # d is consumed: reuse its memory
-        np.matmul(bt_w, half.reshape(self.ah, self.aw, t * c), out=v)  # over its columns
+        _transform(bt_w, half.reshape(self.ah, self.aw, t * c), out=v)  # over its columns
         return v.reshape(self.ah * self.aw, t, c)
 
 
@@ -198,8 +209,8 @@ def _transform_weight(weight: np.ndarray, g_h: np.ndarray, g_w: np.ndarray) -> n
     """U = G w G^T per (output, input) channel pair, as (a_h*a_w, C_in, C_out): two products
     over the whole weight (one per axis), in the computation's dtype."""
     c_out, c_in, kh, kw = weight.shape
-    rows = np.matmul(g_h, weight.transpose(2, 0, 1, 3).reshape(kh, -1))  # (a_h, K*C*kW)
-    both = np.matmul(rows.reshape(-1, kw), g_w.T)  # (a_h*K*C, a_w)
+    rows = _transform(g_h, weight.transpose(2, 0, 1, 3).reshape(kh, -1))  # (a_h, K*C*kW)
+    both = _transform(rows.reshape(-1, kw), g_w.T)  # (a_h*K*C, a_w)
     u = both.reshape(g_h.shape[0], c_out, c_in, g_w.shape[0]).transpose(0, 3, 2, 1)
     return np.ascontiguousarray(u).reshape(-1, c_in, c_out)
 
@@ -229,7 +240,7 @@ def correlate(
     area = plan.ah * plan.aw
     per_image = area * plan.tiles_per_image * max(c_in, c_out) * dtype.itemsize
     parts = split_batch(n, per_image, BLOCK_BYTES)
-    buffers = threading.local()
+    buffers = _BUFFERS
     even = ho % TILE == 0 and wo % TILE == 0
 
     def block(images: slice) -> None:
@@ -243,10 +254,10 @@ def correlate(
         np.matmul(v, u, out=prod)  # the channel sums, one product per (xi, nu)
         used += area * t * c_out
         half = scratch[used : used + TILE * plan.aw * t * c_out].reshape(TILE, -1)
-        np.matmul(at_h, prod.reshape(plan.ah, -1), out=half)
+        _transform(at_h, prod.reshape(plan.ah, -1), out=half)
         used += half.size
         y = scratch[used : used + TILE * TILE * t * c_out].reshape(TILE, TILE, -1)
-        np.matmul(at_w, half.reshape(TILE, plan.aw, -1), out=y)
+        _transform(at_w, half.reshape(TILE, plan.aw, -1), out=y)
         # y[u, v, (n, ty, tx, k)] is output pixel (2ty + u, 2tx + v) of image n
         tiles = y.reshape(TILE, TILE, m, plan.th, plan.tw, c_out).transpose(2, 3, 0, 4, 1, 5)
         target = out[images]
@@ -305,7 +316,7 @@ def weight_grad(
     blocks = parallel.split(len(parts), DW_BLOCKS)
     partial: list[np.ndarray | None] = [None] * len(blocks)
     partial_db: list[np.ndarray | None] = [None] * len(blocks)
-    buffers = threading.local()
+    buffers = _BUFFERS
 
     def term(images: slice, scratch: np.ndarray) -> np.ndarray:
         m = images.stop - images.start
@@ -316,10 +327,10 @@ def weight_grad(
         np.copyto(g, dtiles[:, :, images])
         used += g.size
         half = scratch[used : used + plan.ah * TILE * t * c_out].reshape(plan.ah, TILE, -1)
-        np.matmul(g_h, g.reshape(TILE, -1), out=half.reshape(plan.ah, -1))
+        _transform(g_h, g.reshape(TILE, -1), out=half.reshape(plan.ah, -1))
         used += half.size
         ug = scratch[used : used + area * t * c_out].reshape(plan.ah, plan.aw, -1)
-        np.matmul(g_w, half, out=ug)
+        _transform(g_w, half, out=ug)
         return np.matmul(v.transpose(0, 2, 1), ug.reshape(area, t, c_out))  # (a*a, C_in, C_out)
 
     def block_sum(k: int) -> None:

@@ -312,9 +312,13 @@ def check_nonnegative(owner: str, **values: float) -> None:
             raise ArgumentError(f"{owner}: invalid {key}: {value} (expected >= 0)")
 
 
-CHUNK_ELEMENTS = 1 << 16
-"""Elementwise updates run on chunks of this many elements (256 KB of float32), which stay in
-the cache across an update's ten or so passes, spread over convgrad's threads."""
+CHUNK_ELEMENTS = 1 << 18
+"""Elementwise updates run on chunks of this many elements (1 MB of float32), spread over
+convgrad's threads. An update is a dozen NumPy passes, each with a few microseconds of call
+overhead per chunk: smaller chunks stay in the core's own cache but pay that overhead more
+often. Adam on Deep MNIST's 3.27M parameters, 2 cores (AMD EPYC), interleaved A/B of the
+optimizer's time per step: 64K-element chunks 1.36x slower than 256K, 128K 1.01-1.06x,
+512K 1.08-1.11x."""
 
 
 def in_chunks(update: Callable[..., None], *arrays: np.ndarray) -> None:
