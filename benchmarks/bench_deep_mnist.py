@@ -124,6 +124,17 @@ def torch_stepper(model, fused: bool = False):
     return step
 
 
+SETTLE = 0.0
+"""Seconds to pause before each timed step or forward pass (--settle-ms): long enough, and the
+threads a library left spinning after its last call (PyTorch's OpenMP workers busy-wait for a
+while after each parallel region) are idle again before the other library's step starts."""
+
+
+def settle() -> None:
+    if SETTLE > 0:
+        time.sleep(SETTLE)
+
+
 def time_alternating(steppers: dict, batches: list, warmup: int = 2) -> dict[str, float]:
     """Alternate one step of each stepper per batch; returns the median seconds per step of each.
 
@@ -136,6 +147,7 @@ def time_alternating(steppers: dict, batches: list, warmup: int = 2) -> dict[str
     spent: dict[str, list[float]] = {name: [] for name in steppers}
     for x, y in batches[warmup:]:
         for name, step in steppers.items():
+            settle()
             start = time.perf_counter()
             step(x, y)
             spent[name].append(time.perf_counter() - start)
@@ -168,9 +180,11 @@ def inference(model_cg, model_torch, batch: int, repeats: int) -> dict[str, floa
         out_cg = model_cg(cg.Tensor._wrap(x)).data
         out_t = model_torch(torch.from_numpy(x)).numpy()
         for _ in range(repeats):
+            settle()
             start = time.perf_counter()
             model_cg(cg.Tensor._wrap(x))
             spent["convgrad"].append(time.perf_counter() - start)
+            settle()
             start = time.perf_counter()
             model_torch(torch.from_numpy(x))
             spent["torch"].append(time.perf_counter() - start)
@@ -294,7 +308,11 @@ def main() -> None:
                         help="only the conv-BN-ReLU training line")
     parser.add_argument("--no-layers", action="store_true",
                         help="skip the per-layer profile (bench_layers.py)")
+    parser.add_argument("--settle-ms", type=float, default=0.0,
+                        help="pause this long before each timed step or forward pass (see SETTLE)")
     args = parser.parse_args()
+    global SETTLE
+    SETTLE = args.settle_ms / 1000
     if args.memory_child:
         memory_child(args.memory_child, args.batch, args.steps, args.threads)
         return

@@ -15,7 +15,7 @@ import pytest
 
 import convgrad as cg
 from convgrad import ops, parallel
-from convgrad.kernels import conv, linear
+from convgrad.kernels import conv, linear, winograd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 bench_layers = pytest.importorskip("bench_layers")
@@ -25,7 +25,8 @@ bench_deep_mnist = pytest.importorskip("bench_deep_mnist")
 def _names() -> dict[str, object]:
     """Everything the profiler swaps, as it is now."""
     names = {"conv.np": conv.np, "linear.np": linear.np, "run_group": parallel._run_group,
-             "parallel_for": parallel.parallel_for, "conv.parallel_for": conv.parallel_for}
+             "parallel_for": parallel.parallel_for, "conv.parallel_for": conv.parallel_for,
+             "winograd.np": winograd.np, "winograd.parallel_for": winograd.parallel_for}
     for name, value in vars(ops).items():
         if isinstance(value, type) and issubclass(value, cg.engine.Function):
             names[name] = vars(value).get("backward")
