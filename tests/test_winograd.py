@@ -35,16 +35,18 @@ def _geometry(kernel=(5, 5), stride=(1, 1), dilation=(1, 1), groups=1, out_hw=(1
 
 
 def test_the_route_is_taken_only_where_it_applies() -> None:
-    assert winograd.applies(_geometry(), 32, 64, 8)
-    assert winograd.applies(_geometry(kernel=(3, 5)), 64, 32, 8)
-    assert not winograd.applies(_geometry(stride=(2, 2)), 32, 64, 8)
-    assert not winograd.applies(_geometry(dilation=(2, 1)), 32, 64, 8)
-    assert not winograd.applies(_geometry(groups=2), 32, 64, 8)
-    assert not winograd.applies(_geometry(kernel=(7, 7)), 32, 64, 8)
-    assert not winograd.applies(_geometry(kernel=(1, 5)), 32, 64, 8)  # conv1d's height-1 kernel
-    assert not winograd.applies(_geometry(), 1, 32, 8)  # Deep MNIST's first layer
-    assert not winograd.applies(_geometry(out_hw=(1, 14)), 32, 64, 8)
-    assert not winograd.applies(_geometry(), 32, 64, 1)  # one image: 49 tiles < MIN_TILES
+    assert winograd.applies(_geometry(), 32, 64, 50)
+    assert winograd.applies(_geometry(kernel=(3, 5)), 64, 32, 50)
+    assert not winograd.applies(_geometry(stride=(2, 2)), 32, 64, 50)
+    assert not winograd.applies(_geometry(dilation=(2, 1)), 32, 64, 50)
+    assert not winograd.applies(_geometry(groups=2), 32, 64, 50)
+    assert not winograd.applies(_geometry(kernel=(7, 7)), 32, 64, 50)
+    assert not winograd.applies(_geometry(kernel=(1, 5)), 32, 64, 50)  # conv1d's height-1 kernel
+    assert not winograd.applies(_geometry(), 1, 32, 50)  # Deep MNIST's first layer
+    assert not winograd.applies(_geometry(), 16, 64, 50)
+    assert not winograd.applies(_geometry(out_hw=(1, 14)), 32, 64, 50)
+    assert not winograd.applies(_geometry(), 32, 64, 10)  # 10 images: 490 tiles < MIN_TILES
+    assert winograd.applies(_geometry(), 32, 64, 11)
 
 
 # (N, C_in, C_out, H, W, kernel, padding): odd and even sizes, rectangular kernels, 'valid'

@@ -59,15 +59,17 @@ KERNELS = (3, 5)
 MIN_CHANNELS = 32
 """Fewer input or output channels than this leave the channel products too small to pay for
 the transforms: those convolutions keep the patch matrix (the first Deep MNIST layer, one input
-channel, among them). Measured on 2 cores at batch 50, 5x5: 16 -> 16 channels break even
-(forward 0.99x, weight gradient 0.90x), 8 -> 16 lose (0.92x, 0.89x), 32 -> 64 and 64 -> 32 win
-(1.2-1.5x both)."""
+channel, among them). Measured by benchmarks/bench_winograd.py on 2 cores, batch 50, 5x5
+(patch matrix time / Winograd time, forward and weight gradient): 8 -> 16 channels 0.92-0.94
+and 0.89-0.99, 16 -> 16 0.95-1.02 and 0.90-1.12 (break-even), 32 -> 64 and 64 -> 32 1.3-1.6
+both."""
 
-MIN_TILES = 256
-"""Fewer output tiles than this in the batch (a few images) leave too little work to pay for
-the per-call weight transform (about 0.2 ms for Deep MNIST's second layer): measured there,
-forward and weight gradient at 1 / 2 / 4 / 8 / 16 images (49 tiles each): 0.7x / 0.9-1.0x /
-0.8-1.05x / 1.06-1.5x / 1.4x the patch matrix's speed."""
+MIN_TILES = 512
+"""Fewer 2x2 output tiles than this in the batch (about ten 14x14 images) leave too little work
+to pay for the per-call weight transform and the tile transforms' fixed costs. Measured by
+benchmarks/bench_winograd.py, Deep MNIST's second layer (49 tiles per image), 1 / 2 / 4 / 8 /
+16 images: forward 0.80 / 1.06 / 1.00 / 1.06 / 1.59, weight gradient 0.66 / 0.74 / 0.65 / 0.79 /
+1.16 times the patch matrix's speed."""
 
 ENABLED = True
 """Use this route where it applies (False: always the patch matrix; for A/B measurements)."""
