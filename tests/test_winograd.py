@@ -186,3 +186,26 @@ def test_repeats_bit_for_bit_on_any_thread_count(monkeypatch) -> None:
     for other in results[1:]:
         for a, b_ in zip(results[0], other, strict=True):
             assert np.array_equal(a, b_)
+
+
+def test_a_large_scratch_is_not_kept_between_calls(monkeypatch) -> None:
+    """Blocks whose scratch exceeds KEEP_BYTES (a single large image) use the call's own
+    buffers, freed with it; smaller ones reuse the thread's kept buffer. Same results."""
+    import threading
+
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 32, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+
+    def run() -> np.ndarray:
+        return cg.nn.functional.conv2d(cg.tensor(x), cg.tensor(w), padding=1).data
+
+    monkeypatch.setattr(winograd, "_BUFFERS", threading.local())
+    kept = run()
+    assert hasattr(winograd._BUFFERS, "buffer")
+    monkeypatch.setattr(winograd, "_BUFFERS", threading.local())
+    monkeypatch.setattr(winograd, "KEEP_BYTES", 0)
+    own = run()
+    assert not hasattr(winograd._BUFFERS, "buffer")
+    assert np.array_equal(kept, own)

@@ -81,6 +81,15 @@ _BUFFERS = threading.local()
 """Each thread's scratch for the blocks (a few MB), kept between calls: a fresh multi-MB array
 per call on a worker thread comes with fresh pages to fault in."""
 
+KEEP_BYTES = 16 << 20
+"""A block scratch larger than this (a single large image's tiles) is the call's own, freed
+with it, rather than kept in _BUFFERS for the life of the thread."""
+
+
+def _scratch_store(elements: int, dtype: np.dtype) -> threading.local:
+    """Where the blocks' scratch of this size lives: the kept per-thread store, or the call's."""
+    return _BUFFERS if elements * dtype.itemsize <= KEEP_BYTES else threading.local()
+
 _transform = np.matmul
 """The tile transforms' products (2 to 6 rows: memory-bound passes rather than arithmetic);
 ``np.matmul`` is kept for the channel products, which benchmarks/bench_layers.py times as
@@ -242,14 +251,15 @@ def correlate(
     area = plan.ah * plan.aw
     per_image = area * plan.tiles_per_image * max(c_in, c_out) * dtype.itemsize
     parts = split_batch(n, per_image, BLOCK_BYTES)
-    buffers = _BUFFERS
+    per_tile = area * (2 * c_in + c_out) + TILE * TILE * c_out + TILE * plan.aw * c_out
+    largest = max((p.stop - p.start for p in parts), default=0) * plan.tiles_per_image
+    buffers = _scratch_store(largest * per_tile, dtype)
     even = ho % TILE == 0 and wo % TILE == 0
 
     def block(images: slice) -> None:
         m = images.stop - images.start
         t = m * plan.tiles_per_image
-        scratch = thread_buffer(buffers, area * t * (2 * c_in + c_out) + TILE * TILE * t * c_out
-                                + TILE * plan.aw * t * c_out, dtype)
+        scratch = thread_buffer(buffers, t * per_tile, dtype)
         v = plan.tile_matrix(images, bt_h, bt_w, scratch)
         used = 2 * area * t * c_in
         prod = scratch[used : used + area * t * c_out].reshape(area, t, c_out)
@@ -318,7 +328,9 @@ def weight_grad(
     blocks = parallel.split(len(parts), DW_BLOCKS)
     partial: list[np.ndarray | None] = [None] * len(blocks)
     partial_db: list[np.ndarray | None] = [None] * len(blocks)
-    buffers = _BUFFERS
+    per_tile = 2 * area * c_in + TILE * TILE * c_out + plan.ah * TILE * c_out + area * c_out
+    largest = max((p.stop - p.start for p in parts), default=0) * plan.tiles_per_image
+    buffers = _scratch_store(largest * per_tile, dtype)
 
     def term(images: slice, scratch: np.ndarray) -> np.ndarray:
         m = images.stop - images.start
@@ -340,9 +352,7 @@ def weight_grad(
         if not chunk:
             return
         largest = max(p.stop - p.start for p in chunk) * plan.tiles_per_image
-        scratch = thread_buffer(buffers, largest * (2 * area * c_in + TILE * TILE * c_out
-                                                    + plan.ah * TILE * c_out + area * c_out),
-                                dtype)
+        scratch = thread_buffer(buffers, largest * per_tile, dtype)
         total = term(chunk[0], scratch)
         for images in chunk[1:]:
             total += term(images, scratch)
