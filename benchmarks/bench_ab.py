@@ -35,6 +35,7 @@ def variants() -> dict[str, tuple[str, Callable[[], contextlib.AbstractContextMa
     """name -> (what A runs, a context manager that puts A's path in place)."""
     from convgrad import parallel
     from convgrad.kernels import conv, winograd
+    from convgrad.nn import functional as cg_functional
     from convgrad.nn import layers
 
     new_weight_grad = conv._weight_grad
@@ -49,6 +50,11 @@ def variants() -> dict[str, tuple[str, Callable[[], contextlib.AbstractContextMa
             lambda: _swapped(conv, "_weight_grad", weight_grad_row_sum_db),
         ),
     }
+    table["pool_then_relu_ops"] = (
+        "ReLU + max pool run as the pool, then the ReLU: two ops (B: one fused op)",
+        lambda: _swapped(layers, "_pooled_relu",
+                         lambda pool: lambda x: cg_functional.relu(pool(x))),
+    )
     table["relu_before_pool"] = (
         "ReLU then max pool, as written (B: the pool first, the ReLU on its output)",
         lambda: _swapped(layers, "_pool_first", lambda activation, pool: False),

@@ -77,12 +77,53 @@ def test_a_hook_sees_the_written_order():
     assert seen == [(1, 1, 4, 4)] and out.shape == (1, 1, 2, 2)
 
 
-def test_the_pool_runs_first_when_nothing_watches():
-    pool_inputs = []
-    pool = nn.MaxPool2d(2)
-    model = nn.Sequential(nn.ReLU(), pool)
-    original = pool.forward
-    pool.forward = lambda x: (pool_inputs.append(x.data.copy()), original(x))[1]
+def test_the_pool_runs_first_when_nothing_watches(monkeypatch):
+    """Pool and ReLU run as one op (ops.MaxPool2dReLU) on the raw input, and neither module's
+    own forward is called."""
+    from convgrad.nn import functional
+
+    fused_inputs = []
+    original = functional._max_pool_relu
+
+    def spy(x, *args):
+        fused_inputs.append(x.data.copy())
+        return original(x, *args)
+
+    monkeypatch.setattr(functional, "_max_pool_relu", spy)
+    pool, relu = nn.MaxPool2d(2), nn.ReLU()
+    model = nn.Sequential(relu, pool)
+    pool.forward = relu.forward = lambda x: pytest.fail("the modules' own forward ran")
     x = np.array([[[[-1.0, -2.0], [-3.0, -4.0]]]], dtype=np.float32)
-    assert model(cg.tensor(x)).data.item() == 0.0
-    np.testing.assert_array_equal(pool_inputs[0], x)  # the raw input, negatives and all
+    out = model(cg.tensor(x, requires_grad=True))
+    assert out.data.item() == 0.0
+    np.testing.assert_array_equal(fused_inputs[0], x)  # the raw input, negatives and all
+    assert len(fused_inputs) == 1
+
+
+# inf - inf where overlapping windows meet (the worker threads have their own np.errstate)
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1)])
+def test_fused_pool_and_relu_on_slices_and_threads_with_infinite_gradients(monkeypatch, pool):
+    """One image per pooling slice, threads on any size, upstream gradients with +-inf (where
+    the ReLU blocks a unit, inf * 0 must still give exactly 0): the same bits as the modules
+    one by one."""
+    from convgrad import parallel
+    from convgrad.kernels import pool as pool_kernels
+
+    monkeypatch.setattr(pool_kernels, "POOL_SLICE_BYTES", 1)
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    before = cg.get_num_threads()
+    cg.set_num_threads(3)
+    try:
+        model = nn.Sequential(nn.ReLU(), pool)
+        x_np = awkward((5, 3, 8, 8), 11)
+        shape = model(cg.tensor(x_np)).shape
+        upstream = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        upstream.reshape(-1)[::7] = np.inf
+        upstream.reshape(-1)[3::11] = -np.inf
+        fused = forward_backward(model, lambda m, x: m(x), x_np, upstream)
+        plain = forward_backward(model, written_order, x_np, upstream)
+    finally:
+        cg.set_num_threads(before)
+    np.testing.assert_array_equal(fused[0], plain[0])
+    np.testing.assert_array_equal(fused[1], plain[1])

@@ -24,16 +24,18 @@ def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     """dx = dout * [x > 0] (the subgradient 0 at x = 0, as PyTorch). A unit whose input is
     negative for every example passes no gradient at all: a dead ReLU."""
     dx = np.empty_like(dout)
-
-    def rows(s: slice) -> None:
-        passed = y[s] > 0
-        with np.errstate(invalid="ignore"):
-            np.multiply(dout[s], passed, out=dx[s])  # 5x faster than np.where
-        if not np.isfinite(dx[s]).all():  # inf * 0 is NaN: blocked units must get exactly 0
-            dx[s] = np.where(passed, dout[s], dout.dtype.type(0))
-
-    for_rows(rows, dout)
+    for_rows(lambda s: relu_gate(dout[s], y[s], dx[s]), dout)
     return dx
+
+
+def relu_gate(dout: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+    """out = dout * [y > 0] for the ReLU's output y (any matching shapes): relu_backward's
+    arithmetic on one slice, also used by the fused max pool + ReLU's backward."""
+    passed = y > 0
+    with np.errstate(invalid="ignore"):
+        np.multiply(dout, passed, out=out)  # 5x faster than np.where
+    if not np.isfinite(out).all():  # inf * 0 is NaN: blocked units must get exactly 0
+        out[...] = np.where(passed, dout, dout.dtype.type(0))
 
 
 def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -459,6 +459,13 @@ def max_pool2d(
     return _pool(ops.MaxPool2d, input, kernel_size, stride, padding, 2, _owner)
 
 
+def _max_pool_relu(
+    input: Tensor, kernel_size: Any, stride: Any, padding: Any, nd: int, owner: str
+) -> Tensor:
+    """relu(max_pool{nd}d(input)) as one op (ops.MaxPool2dReLU), with max_pool's checks."""
+    return _pool(ops.MaxPool2dReLU, input, kernel_size, stride, padding, nd, owner)
+
+
 def max_pool1d(
     input: Tensor,
     kernel_size: Any,

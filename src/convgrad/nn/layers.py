@@ -7,6 +7,7 @@ out_channels, received out_channels=0"); forward passes name the layer in any sh
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -211,19 +212,34 @@ class Sequential(Module):
         return self
 
     def forward(self, input: Any) -> Any:
-        modules = list(self._modules.values())
-        index = 0
-        while index < len(modules):
-            module = modules[index]
-            if index + 1 < len(modules) and _pool_first(module, modules[index + 1]):
-                # max_pool(relu(x)) == relu(max_pool(x)) elementwise, gradients included: run
-                # the pool first and the ReLU on a quarter of the values (2x2 pooling).
-                input = module(modules[index + 1](input))
-                index += 2
-                continue
-            input = module(input)
-            index += 1
+        for _, step in _steps(list(self._modules.values())):
+            input = step(input)
         return input
+
+
+def _steps(modules: list[Module]) -> Iterator[tuple[int, Callable[[Any], Any]]]:
+    """The calls Sequential.forward makes: (index of the step's last module, the call).
+
+    Each module is a step of its own, except a ReLU followed by max pooling (_pool_first):
+    max_pool(relu(x)) == relu(max_pool(x)) elementwise, gradients included, so the pool runs
+    first and the ReLU on a quarter of the values (2x2 pooling), both in one op (one pass over
+    each slice of the batch, one graph node).
+    """
+    index = 0
+    while index < len(modules):
+        module = modules[index]
+        if index + 1 < len(modules) and _pool_first(module, modules[index + 1]):
+            yield index + 1, _pooled_relu(modules[index + 1])
+            index += 2
+        else:
+            yield index, module
+            index += 1
+
+
+def _pooled_relu(pool: Module) -> Callable[[Any], Any]:
+    owner = f"{type(pool).__name__}({pool.extra_repr()})"
+    return lambda input: F._max_pool_relu(input, pool.kernel_size, pool.stride, pool.padding,
+                                          pool.nd, owner)
 
 
 def _pool_first(activation: Module, pool: Module) -> bool:
