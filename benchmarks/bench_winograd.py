@@ -50,13 +50,11 @@ def compare(batch: int, c_in: int, c_out: int, size: int, kernel: int,
     for step in range(repeats + 2):
         for route in ("winograd", "patch"):
             winograd.ENABLED = route == "winograd"
-            winograd.MIN_TILES = 1  # the batch-size crossover is what is being measured
             for name, call in calls.items():
                 start = time.perf_counter()
                 call()
                 if step >= 2:
                     spent.setdefault(f"{route} {name}", []).append(time.perf_counter() - start)
-    winograd.ENABLED = True
     return {key: float(np.median(v)) for key, v in spent.items()}
 
 
@@ -79,6 +77,7 @@ def main() -> None:
     print(f"{'batch':>6}{'C_in':>6}{'C_out':>6}{'size':>6}{'k':>3}{'fwd patch':>11}"
           f"{'fwd wino':>10}{'ratio':>7}{'dW patch':>10}{'dW wino':>9}{'ratio':>7}")
     minimum = winograd.MIN_TILES
+    winograd.MIN_TILES = 1  # the batch-size crossover is what is being measured
     try:
         for shape in SHAPES:
             t = compare(*shape, args.repeats)
@@ -89,7 +88,7 @@ def main() -> None:
                   f"{t['patch weight gradient'] * 1e3:10.2f}"
                   f"{t['winograd weight gradient'] * 1e3:9.2f}{dw:7.2f}")
     finally:
-        winograd.MIN_TILES = minimum
+        winograd.MIN_TILES, winograd.ENABLED = minimum, True
 
 
 if __name__ == "__main__":

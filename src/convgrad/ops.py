@@ -482,10 +482,11 @@ class MaxPool2d(Function):
         return pool_f.max_pool2d_backward(grad_output, ctx.cache)
 
 
-class MaxPool2dReLU(Function):
+class MaxPool2dReLU(MaxPool2d):
     """relu(max_pool2d(x)) as one op: the same values and gradients as the two ops in a row (the
     ReLU's mask applied to the upstream gradient before the pool's routing), one pass over each
-    slice and one graph node; what nn.Sequential runs for a ReLU followed by max pooling."""
+    slice and one graph node; what nn.Sequential runs for a ReLU followed by max pooling. The
+    backward is MaxPool2d's: the cache tells it that a ReLU was fused."""
 
     @staticmethod
     def forward(ctx: Context, x, kernel, stride, pads, out_hw):
@@ -493,10 +494,6 @@ class MaxPool2dReLU(Function):
         out, ctx.cache = pool_f.max_pool2d_forward(x, kernel, stride, pads, out_hw, need,
                                                    relu=True)
         return out
-
-    @staticmethod
-    def backward(ctx: Context, grad_output: np.ndarray) -> np.ndarray:
-        return pool_f.max_pool2d_backward(grad_output, ctx.cache)
 
 
 class AvgPool2d(Function):

@@ -42,7 +42,7 @@ from functools import cache
 import numpy as np
 
 from convgrad import parallel
-from convgrad.kernels.conv_arith import ConvGeometry
+from convgrad.kernels.conv_arith import ConvGeometry, pad_nhwc
 from convgrad.parallel import parallel_for, split_batch, thread_buffer
 
 POINTS = (0, 1, -1, Fraction(1, 2), -2, 2, Fraction(-1, 2))
@@ -90,6 +90,7 @@ def _scratch_store(elements: int, dtype: np.dtype) -> threading.local:
     """Where the blocks' scratch of this size lives: the kept per-thread store, or the call's."""
     return _BUFFERS if elements * dtype.itemsize <= KEEP_BYTES else threading.local()
 
+
 _transform = np.matmul
 """The tile transforms' products (2 to 6 rows: memory-bound passes rather than arithmetic);
 ``np.matmul`` is kept for the channel products, which benchmarks/bench_layers.py times as
@@ -128,8 +129,8 @@ def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # sum_j at[i][j] g[j][k] bt[j][l] = [l == i + k]: for each l a linear system in bt[:, l]
     # whose equations are indexed by (i, k); a x a unknowns in all, consistent by construction.
     bt = [[Fraction(0)] * a for _ in range(a)]
+    rows = [[at[i][j] * g[j][k] for j in range(a)] for i in range(m) for k in range(r)]
     for col in range(a):
-        rows = [[at[i][j] * g[j][k] for j in range(a)] for i in range(m) for k in range(r)]
         rhs = [Fraction(int(col == i + k)) for i in range(m) for k in range(r)]
         for j, value in enumerate(_solve(rows, rhs, a)):
             bt[j][col] = value
@@ -176,24 +177,26 @@ def applies(geometry: ConvGeometry, c_in: int, c_out: int, batch: int) -> bool:
 
 
 class _Plan:
-    """Tile grid and transforms of one convolution, in the computation's dtype."""
+    """Tile grid of one convolution and its blocks of whole images."""
 
-    def __init__(self, xp: np.ndarray, geometry: ConvGeometry, dtype: np.dtype) -> None:
+    def __init__(self, xp: np.ndarray, geometry: ConvGeometry, c_out: int,
+                 dtype: np.dtype) -> None:
         (kh, kw), (ho, wo) = geometry.kernel, geometry.out_hw
-        self.kernel, self.out_hw = (kh, kw), (ho, wo)
+        self.out_hw = (ho, wo)
         self.th, self.tw = -(-ho // TILE), -(-wo // TILE)
         self.ah, self.aw = TILE + kh - 1, TILE + kw - 1
         self.tiles_per_image = self.th * self.tw
-        self.dtype = dtype
         # The tiles overlap by r - 1; the last may reach past the padded input (odd H_out):
         # zero rows and columns are appended there (one copy, only for odd sizes).
-        need_h, need_w = TILE * self.th + kh - 1, TILE * self.tw + kw - 1
-        if xp.shape[1] < need_h or xp.shape[2] < need_w:
-            grown = np.zeros((xp.shape[0], max(need_h, xp.shape[1]), max(need_w, xp.shape[2]),
-                              xp.shape[3]), dtype=xp.dtype)
-            grown[:, : xp.shape[1], : xp.shape[2]] = xp
-            xp = grown
+        grow_h = max(0, TILE * self.th + kh - 1 - xp.shape[1])
+        grow_w = max(0, TILE * self.tw + kw - 1 - xp.shape[2])
+        xp = pad_nhwc(xp, ((0, grow_h), (0, grow_w))) if grow_h or grow_w else xp
         n, _, _, c = xp.shape
+        # Blocks of whole images whose largest transformed array fits BLOCK_BYTES.
+        per_image = self.ah * self.aw * self.tiles_per_image * max(c, c_out) * dtype.itemsize
+        self.parts = split_batch(n, per_image, BLOCK_BYTES)
+        images = max((p.stop - p.start for p in self.parts), default=0)
+        self.largest = images * self.tiles_per_image  # tiles in the largest block
         s_n, s_h, s_w, s_c = xp.strides
         # (a_h, a_w, N, tH, tW, C): tile (ty, tx) of image n is xp[n, 2ty : 2ty+a_h, 2tx : ...]
         self.tiles = np.lib.stride_tricks.as_strided(
@@ -241,7 +244,7 @@ def correlate(
     """
     c_out, c_in, kh, kw = weight.shape
     dtype = np.result_type(xp, weight)
-    plan = _Plan(xp, geometry, dtype)
+    plan = _Plan(xp, geometry, c_out, dtype)
     at_h, g_h, bt_h = (mat.astype(dtype) for mat in matrices(TILE, kh))
     at_w, g_w, bt_w = (mat.astype(dtype) for mat in matrices(TILE, kw))
     u = _transform_weight(weight.astype(dtype, copy=False), g_h, g_w)
@@ -249,11 +252,8 @@ def correlate(
     ho, wo = plan.out_hw
     out = np.empty((n, ho, wo, c_out), dtype=dtype)
     area = plan.ah * plan.aw
-    per_image = area * plan.tiles_per_image * max(c_in, c_out) * dtype.itemsize
-    parts = split_batch(n, per_image, BLOCK_BYTES)
     per_tile = area * (2 * c_in + c_out) + TILE * TILE * c_out + TILE * plan.aw * c_out
-    largest = max((p.stop - p.start for p in parts), default=0) * plan.tiles_per_image
-    buffers = _scratch_store(largest * per_tile, dtype)
+    buffers = _scratch_store(plan.largest * per_tile, dtype)
     even = ho % TILE == 0 and wo % TILE == 0
 
     def block(images: slice) -> None:
@@ -281,7 +281,7 @@ def correlate(
         if bias is not None:
             target += bias
 
-    parallel_for(parts, block, out.nbytes * 4 + xp.nbytes, blas=True)
+    parallel_for(plan.parts, block, out.nbytes * 4 + xp.nbytes, blas=True)
     return out.reshape(-1, c_out)
 
 
@@ -307,30 +307,23 @@ def weight_grad(
     n, ho, wo, c_out = dout_nhwc.shape
     c_in = xp.shape[3]
     dtype = np.result_type(xp, dout_nhwc)
-    plan = _Plan(xp, geometry, dtype)
+    plan = _Plan(xp, geometry, c_out, dtype)
     # F(r, 2): r outputs (the kernel taps) from a filter of 2 (the dout tile), a = r + 1
     at_h, g_h, bt_h = (mat.astype(dtype) for mat in matrices(kh, TILE))
     at_w, g_w, bt_w = (mat.astype(dtype) for mat in matrices(kw, TILE))
-    if ho % TILE or wo % TILE:
-        grown = np.zeros((n, TILE * plan.th, TILE * plan.tw, c_out), dtype=dout_nhwc.dtype)
-        grown[:, :ho, :wo] = dout_nhwc
-        dout_tiled = grown
-    else:
-        dout_tiled = dout_nhwc
+    dout_tiled = pad_nhwc(dout_nhwc, ((0, TILE * plan.th - ho), (0, TILE * plan.tw - wo)))
     s_n, s_h, s_w, s_k = dout_tiled.strides
     # (2, 2, N, tH, tW, C_out): entry (u, v) of dout tile (ty, tx) of image n
     dtiles = np.lib.stride_tricks.as_strided(
         dout_tiled, (TILE, TILE, n, plan.th, plan.tw, c_out),
         (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_k), writeable=False)
     area = plan.ah * plan.aw
-    per_image = area * plan.tiles_per_image * max(c_in, c_out) * dtype.itemsize
-    parts = split_batch(n, per_image, BLOCK_BYTES)
+    parts = plan.parts
     blocks = parallel.split(len(parts), DW_BLOCKS)
     partial: list[np.ndarray | None] = [None] * len(blocks)
     partial_db: list[np.ndarray | None] = [None] * len(blocks)
     per_tile = 2 * area * c_in + TILE * TILE * c_out + plan.ah * TILE * c_out + area * c_out
-    largest = max((p.stop - p.start for p in parts), default=0) * plan.tiles_per_image
-    buffers = _scratch_store(largest * per_tile, dtype)
+    buffers = _scratch_store(plan.largest * per_tile, dtype)
 
     def term(images: slice, scratch: np.ndarray) -> np.ndarray:
         m = images.stop - images.start
@@ -351,8 +344,7 @@ def weight_grad(
         chunk = parts[blocks[k]]
         if not chunk:
             return
-        largest = max(p.stop - p.start for p in chunk) * plan.tiles_per_image
-        scratch = thread_buffer(buffers, largest * per_tile, dtype)
+        scratch = thread_buffer(buffers, plan.largest * per_tile, dtype)
         total = term(chunk[0], scratch)
         for images in chunk[1:]:
             total += term(images, scratch)
