@@ -76,6 +76,28 @@ def variants() -> dict[str, tuple[str, Callable[[], contextlib.AbstractContextMa
             f"MIN_PARALLEL_BYTES = {size >> 10} KiB (B: {parallel.MIN_PARALLEL_BYTES >> 10})",
             lambda size=size: _swapped(parallel, "MIN_PARALLEL_BYTES", size),
         )
+
+    def static_queues(parts, workers):
+        return [iter(parts[s]) for s in parallel.split(len(parts), workers)]
+
+    table["static_parts"] = (
+        "each thread runs a fixed contiguous group of the parts (B: the threads take the parts "
+        "from one shared queue)",
+        lambda: _swapped(parallel, "_queues", static_queues),
+    )
+    from convgrad.kernels import linear
+
+    table["column_parts_1"] = (
+        f"linear products in one column block per thread (B: {linear.PARTS_PER_THREAD})",
+        lambda: _swapped(linear, "PARTS_PER_THREAD", 1),
+    )
+    from convgrad.kernels import pool
+
+    for size in (512 << 10, 1 << 20, 4 << 20):
+        table[f"pool_slice_{size >> 10}k"] = (
+            f"pooling on slices of {size >> 10} KiB (B: {pool.POOL_SLICE_BYTES >> 10} KiB)",
+            lambda size=size: _swapped(pool, "POOL_SLICE_BYTES", size),
+        )
     return table
 
 

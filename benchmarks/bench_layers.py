@@ -147,13 +147,13 @@ class Profiler:
         swap(linear, "np", timed_np)
         swap(winograd, "np", timed_np)  # its channel products; its transforms are not counted
         profiler = self
-        original_run_group = parallel._run_group
+        original_run = parallel._Job.run
         original_parallel_for = parallel.parallel_for
 
-        def run_group(fn, group):
+        def run(job, queue):
             start = time.perf_counter()
             try:
-                original_run_group(fn, group)
+                original_run(job, queue)
             finally:
                 spent = time.perf_counter() - start
                 with profiler.lock:
@@ -172,7 +172,7 @@ class Profiler:
                 profiler.sections += 1
                 profiler.section_wall += time.perf_counter() - start
 
-        swap(parallel, "_run_group", run_group)
+        swap(parallel._Job, "run", run)
         for module in (parallel, conv, linear, pool, optimizer, winograd):
             swap(module, "parallel_for", parallel_for)
         functions = [value for value in vars(ops).values()

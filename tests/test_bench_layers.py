@@ -24,7 +24,7 @@ bench_deep_mnist = pytest.importorskip("bench_deep_mnist")
 
 def _names() -> dict[str, object]:
     """Everything the profiler swaps, as it is now."""
-    names = {"conv.np": conv.np, "linear.np": linear.np, "run_group": parallel._run_group,
+    names = {"conv.np": conv.np, "linear.np": linear.np, "Job.run": vars(parallel._Job)["run"],
              "parallel_for": parallel.parallel_for, "conv.parallel_for": conv.parallel_for,
              "winograd.np": winograd.np, "winograd.parallel_for": winograd.parallel_for}
     for name, value in vars(ops).items():

@@ -7,6 +7,7 @@ more threads than this machine may have cores: correctness must not depend on ei
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -57,23 +58,57 @@ def test_parallel_for_runs_every_part_once_on_several_threads(threads) -> None:
     lock = threading.Lock()
 
     def work(i: int) -> None:
+        time.sleep(0.01)  # long enough for the pool's threads to wake and take parts
         with lock:
             seen.append((i, threading.get_ident()))
 
     parallel.parallel_for(range(10), work, nbytes=1 << 30)
     assert sorted(i for i, _ in seen) == list(range(10))
-    assert len({t for _, t in seen}) >= 2  # the caller's group plus the pool's
+    assert len({t for _, t in seen}) >= 2  # the caller plus the pool's threads
+
+
+def test_a_slowed_thread_takes_fewer_parts(threads) -> None:
+    # Whichever thread takes part 0 is held there; the other one takes every other part
+    # meanwhile instead of leaving half of them queued behind the slow one.
+    threads(2)
+    ran_by: dict[int, int] = {}
+
+    def work(i: int) -> None:
+        if i == 0:
+            deadline = time.monotonic() + 5.0
+            while len(ran_by) < 9 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        ran_by[i] = threading.get_ident()
+
+    parallel.parallel_for(range(10), work, nbytes=1 << 30)
+    assert all(ran_by[i] != ran_by[0] for i in range(1, 10))
 
 
 def test_parallel_for_propagates_an_exception_from_a_worker(threads) -> None:
     threads(2)
+    caller = threading.get_ident()
 
     def work(i: int) -> None:
-        if i == 9:  # the last part runs on a worker thread
-            raise ValueError("part 9 failed")
+        if threading.get_ident() != caller:
+            raise ValueError(f"part {i} failed")
+        time.sleep(0.01)
 
-    with pytest.raises(ValueError, match="part 9 failed"):
+    with pytest.raises(ValueError, match=r"part \d failed"):
         parallel.parallel_for(range(10), work, nbytes=1 << 30)
+
+
+def test_parallel_for_skips_the_parts_not_started_after_a_failure(threads) -> None:
+    threads(2)
+    started: list[int] = []
+
+    def work(i: int) -> None:
+        started.append(i)
+        if i == 0:
+            raise ValueError("part 0 failed")
+
+    with pytest.raises(ValueError, match="part 0 failed"):
+        parallel.parallel_for(range(1000), work, nbytes=1 << 30)
+    assert len(started) < 1000
 
 
 def test_nested_parallel_for_runs_serially_instead_of_deadlocking(threads) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -90,13 +90,46 @@ def _get_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _run_group(fn: Callable[[T], None], group: Sequence[T]) -> None:
-    _local.inside = True
-    try:
-        for part in group:
-            fn(part)
-    finally:
-        _local.inside = False
+class _Job:
+    """One parallel_for call: its parts, taken by the threads from their queues (see _queues),
+    and the count of parts not yet finished."""
+
+    __slots__ = ("fn", "left", "lock", "done", "error")
+
+    def __init__(self, fn: Callable[[T], None], count: int) -> None:
+        self.fn = fn
+        self.left = count
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self, queue: Iterator[T]) -> None:
+        """Call fn on the parts this thread takes from queue; after a failure anywhere, the
+        remaining parts are only counted off."""
+        _local.inside = True
+        try:
+            for part in queue:  # next() on a shared iterator is atomic under the GIL
+                if self.error is None:
+                    try:
+                        self.fn(part)
+                    except BaseException as exc:  # re-raised in the calling thread
+                        with self.lock:
+                            if self.error is None:
+                                self.error = exc
+                with self.lock:
+                    self.left -= 1
+                    if self.left == 0:
+                        self.done.set()
+        finally:
+            _local.inside = False
+
+
+def _queues(parts: Sequence[T], workers: int) -> list[Iterator[T]]:
+    """Where each thread takes its parts: one iterator shared by all, so that a thread that is
+    slowed (another process on its core, a part that takes longer) takes fewer of them. Which
+    thread computes a part never changes its result, so the bits do not depend on it."""
+    shared = iter(parts)
+    return [shared] * workers
 
 
 def parallel_for(
@@ -104,10 +137,13 @@ def parallel_for(
 ) -> None:
     """Call fn(part) for every part, the parts spread over get_num_threads() threads.
 
-    The parts are cut into as many contiguous groups as there are threads; the calling thread
-    runs the first group itself. fn must only write memory that no other part writes.
-    Exceptions propagate. Runs serially for small work (nbytes < MIN_PARALLEL_BYTES), with one
-    thread, and inside a part (no nesting).
+    The threads take the parts in order from one shared queue, each taking the next one when it
+    is free (the calling thread among them, starting at once); the call returns when every part
+    is done. A worker that wakes after the others have taken everything does nothing, so small
+    jobs do not wait for a thread to wake. fn must only write memory that no other part writes,
+    and its result must not depend on the thread that runs it. Exceptions propagate (the first
+    one raised; the parts not yet started are skipped). Runs serially for small work (nbytes <
+    MIN_PARALLEL_BYTES), with one thread, and inside a part (no nesting).
 
     Args:
         parts: the work items (e.g. slices of the batch).
@@ -127,15 +163,16 @@ def parallel_for(
             for part in parts:
                 fn(part)
         return
-    groups = [parts[s] for s in split(len(parts), workers)]
+    job = _Job(fn, len(parts))
+    queues = _queues(parts, workers)
     with _single_threaded_blas() if blas else contextlib.nullcontext():
         pool = _get_pool()
-        futures = [pool.submit(_run_group, fn, group) for group in groups[1:]]
-        try:
-            _run_group(fn, groups[0])
-        finally:
-            for future in futures:
-                future.result()
+        for queue in queues[1:]:
+            pool.submit(job.run, queue)
+        job.run(queues[0])
+        job.done.wait()
+    if job.error is not None:
+        raise job.error
 
 
 _blas_controllers: list | None = None

@@ -191,8 +191,9 @@ def batch_norm_backward(
             )
 
         for_rows(sums, rows)
-        s1 = sum(p[0] for p in parts.values())
-        sx = sum(p[1] for p in parts.values())
+        ordered = [parts[start] for start in sorted(parts, key=lambda start: start or 0)]
+        s1 = sum(p[0] for p in ordered)  # in row order, whichever thread finished first
+        sx = sum(p[1] for p in ordered)
     dweight = dbias = None
     if need_affine:
         s2 = invstd * (sx - mean * s1)
