@@ -10,7 +10,6 @@ import numpy as np
 
 from convgrad.parallel import get_num_threads, parallel_for, split
 
-
 PARTS_PER_THREAD = 4
 """The columns are cut into this many blocks per thread (but none narrower than MIN_COLUMNS),
 so that a thread slowed by something else on its core takes fewer of them."""
