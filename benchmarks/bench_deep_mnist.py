@@ -17,7 +17,7 @@ It prints the CPU, the load, OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE and the kernel
 
 Usage:
     python benchmarks/bench_deep_mnist.py [--steps 20] [--threads 2] [--batchnorm-only]
-        [--no-layers]
+        [--no-layers] [--turn 1] [--settle-ms 0]
 
 Needs torch (the test extra): pip install -e '.[test]'.
 """
@@ -135,6 +135,19 @@ def settle() -> None:
         time.sleep(SETTLE)
 
 
+TURN = 1
+"""Consecutive steps (or forward passes) each library takes per turn (--turn). 1 is strict
+alternation, where each convgrad step starts right after a PyTorch one; with N > 1 only the
+first step of each turn follows the other library, the rest follow the library's own step, as
+in a program that uses one library. Both see the same batches and, turn by turn, the same
+machine state."""
+
+
+def _turns(items: list) -> list[list]:
+    """items cut into consecutive turns of TURN."""
+    return [items[i : i + TURN] for i in range(0, len(items), TURN)]
+
+
 def time_alternating(steppers: dict, batches: list, warmup: int = 2) -> dict[str, float]:
     """Alternate one step of each stepper per batch; returns the median seconds per step of each.
 
@@ -145,12 +158,13 @@ def time_alternating(steppers: dict, batches: list, warmup: int = 2) -> dict[str
         for step in steppers.values():
             step(x, y)
     spent: dict[str, list[float]] = {name: [] for name in steppers}
-    for x, y in batches[warmup:]:
+    for turn in _turns(batches[warmup:]):
         for name, step in steppers.items():
-            settle()
-            start = time.perf_counter()
-            step(x, y)
-            spent[name].append(time.perf_counter() - start)
+            for x, y in turn:
+                settle()
+                start = time.perf_counter()
+                step(x, y)
+                spent[name].append(time.perf_counter() - start)
     return {name: float(np.median(times)) for name, times in spent.items()}
 
 
@@ -179,15 +193,15 @@ def inference(model_cg, model_torch, batch: int, repeats: int) -> dict[str, floa
     with cg.no_grad(), torch.no_grad():
         out_cg = model_cg(cg.Tensor._wrap(x)).data
         out_t = model_torch(torch.from_numpy(x)).numpy()
-        for _ in range(repeats):
-            settle()
-            start = time.perf_counter()
-            model_cg(cg.Tensor._wrap(x))
-            spent["convgrad"].append(time.perf_counter() - start)
-            settle()
-            start = time.perf_counter()
-            model_torch(torch.from_numpy(x))
-            spent["torch"].append(time.perf_counter() - start)
+        forwards = {"convgrad": lambda: model_cg(cg.Tensor._wrap(x)),
+                    "torch": lambda: model_torch(torch.from_numpy(x))}
+        for turn in _turns(list(range(repeats))):
+            for name, forward in forwards.items():
+                for _ in turn:
+                    settle()
+                    start = time.perf_counter()
+                    forward()
+                    spent[name].append(time.perf_counter() - start)
     result = {k: float(np.median(v)) for k, v in spent.items()}
     result["max_abs_diff"] = float(np.abs(out_cg - out_t).max())
     return result
@@ -289,6 +303,9 @@ def _print_setup(threads: int) -> None:
     env = {k: os.environ.get(k, "(unset)") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     print("environment: " + "  ".join(f"{k}={v}" for k, v in env.items())
           + f"  load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    print(f"protocol: steps interleaved in one process, {TURN} per library per turn"
+          + (" (strict alternation)" if TURN == 1 else "")
+          + (f", {SETTLE * 1e3:g} ms pause before each" if SETTLE else ""))
     for info in threadpool_info():
         if info.get("user_api") == "blas":
             print(f"BLAS: {info.get('internal_api')} {info.get('version')} "
@@ -310,9 +327,13 @@ def main() -> None:
                         help="skip the per-layer profile (bench_layers.py)")
     parser.add_argument("--settle-ms", type=float, default=0.0,
                         help="pause this long before each timed step or forward pass (see SETTLE)")
+    parser.add_argument("--turn", type=int, default=1,
+                        help="consecutive steps each library takes per turn (see TURN)")
     args = parser.parse_args()
-    global SETTLE
-    SETTLE = args.settle_ms / 1000
+    if args.turn < 1:
+        parser.error(f"--turn must be at least 1, got {args.turn}")
+    global SETTLE, TURN
+    SETTLE, TURN = args.settle_ms / 1000, args.turn
     if args.memory_child:
         memory_child(args.memory_child, args.batch, args.steps, args.threads)
         return

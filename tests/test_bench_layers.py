@@ -69,3 +69,19 @@ def test_layer_flops() -> None:
     flops = bench_layers.layer_flops(2)
     assert flops["conv1"] == (2 * 2 * 784 * 32 * 25,) * 2  # no input gradient for the data
     assert flops["fc1"] == (2 * 2 * 3136 * 1024, 2 * 2 * 2 * 3136 * 1024)
+
+
+@pytest.mark.parametrize("turn", [1, 3])
+def test_alternating_timer_gives_each_library_the_same_batches_in_turns(turn, monkeypatch) -> None:
+    monkeypatch.setattr(bench_deep_mnist, "TURN", turn)
+    calls: list[tuple[str, int]] = []
+
+    def stepper(name):
+        return lambda x, y: calls.append((name, int(x)))
+
+    batches = [(np.array(i), None) for i in range(2 + 6)]
+    medians = bench_deep_mnist.time_alternating({"a": stepper("a"), "b": stepper("b")}, batches)
+    assert set(medians) == {"a", "b"}
+    timed = calls[4:]  # after two warm-up batches, each library once per batch
+    expected = [(name, 2 + t + k) for t in range(0, 6, turn) for name in "ab" for k in range(turn)]
+    assert timed == expected

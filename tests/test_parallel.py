@@ -19,6 +19,7 @@ from convgrad import parallel
 from convgrad.errors import ArgumentError
 from convgrad.kernels import activation as act
 from convgrad.kernels import conv as conv_f
+from convgrad.kernels import linear
 from convgrad.kernels import pool as pool_f
 from convgrad.reference import conv2d_naive, pool2d_naive
 
@@ -208,6 +209,39 @@ def test_threaded_linear_matches_torch(threads) -> None:
     torch.nn.functional.linear(xt, wt, bt).backward(torch.tensor(dout))
     for ours, theirs in ((xs, xt), (ws, wt), (bs, bt)):
         np.testing.assert_allclose(ours.grad.data, theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 64])
+def test_linear_products_in_column_blocks_match_torch(threads, monkeypatch, rows) -> None:
+    # Every product above the (zeroed) size threshold runs in blocks of the result's columns,
+    # except a single row (one example), which is one product on the calling thread.
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    threads(3)
+    blocks: list[list[slice]] = []
+    real = linear.parallel_for
+
+    def spy(parts, fn, nbytes, blas=False):
+        blocks.append(list(parts))
+        return real(parts, fn, nbytes, blas)
+
+    monkeypatch.setattr(linear, "parallel_for", spy)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((rows, 70)), rng.standard_normal((300, 70))
+    b = rng.standard_normal(300)
+    dout = rng.standard_normal((rows, 300))
+    xs, ws, bs = (cg.tensor(a, requires_grad=True) for a in (x, w, b))
+    out = cg.nn.functional.linear(xs, ws, bs)
+    out.backward(dout)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    expected = torch.nn.functional.linear(xt, wt, bt)
+    expected.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for ours, theirs in ((xs, xt), (ws, wt), (bs, bt)):
+        np.testing.assert_allclose(ours.grad.data, theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+    forward = blocks[0]
+    assert forward[0].start == 0 and forward[-1].stop == 300
+    assert all(a.stop == b.start for a, b in zip(forward, forward[1:], strict=False))
+    assert len(forward) == (1 if rows == 1 else 300 // linear.MIN_COLUMNS)
 
 
 def test_chunked_threaded_adam_gives_the_serial_bits_and_torch_optim_weights(
