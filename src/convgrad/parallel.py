@@ -26,7 +26,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -96,14 +96,14 @@ class _Job:
 
     __slots__ = ("fn", "left", "lock", "done", "error")
 
-    def __init__(self, fn: Callable[[T], None], count: int) -> None:
+    def __init__(self, fn: Callable[[Any], None], count: int) -> None:
         self.fn = fn
         self.left = count
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.error: BaseException | None = None
 
-    def run(self, queue: Iterator[T]) -> None:
+    def run(self, queue: Iterator[Any]) -> None:
         """Call fn on the parts this thread takes from queue; after a failure anywhere, the
         remaining parts are only counted off."""
         _local.inside = True
