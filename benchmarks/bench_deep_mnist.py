@@ -148,24 +148,32 @@ def _turns(items: list) -> list[list]:
     return [items[i : i + TURN] for i in range(0, len(items), TURN)]
 
 
+def _timed_turns(calls: dict, items: list) -> dict[str, float]:
+    """calls[name](item) for every item, the names taking turns of TURN consecutive items each;
+    returns the median seconds per call of each name."""
+    spent: dict[str, list[float]] = {name: [] for name in calls}
+    for turn in _turns(items):
+        for name, call in calls.items():
+            for item in turn:
+                settle()
+                start = time.perf_counter()
+                call(item)
+                spent[name].append(time.perf_counter() - start)
+    return {name: float(np.median(times)) for name, times in spent.items()}
+
+
 def time_alternating(steppers: dict, batches: list, warmup: int = 2) -> dict[str, float]:
-    """Alternate one step of each stepper per batch; returns the median seconds per step of each.
+    """Every stepper trains on every batch, the steppers taking turns of TURN batches (one step
+    each in turn by default); returns the median seconds per step of each.
 
     Every stepper trains its own copy of the same initial weights on the same batches, so all
-    see the same work and, step by step, the same machine state.
+    see the same work and, turn by turn, the same machine state.
     """
     for x, y in batches[:warmup]:
         for step in steppers.values():
             step(x, y)
-    spent: dict[str, list[float]] = {name: [] for name in steppers}
-    for turn in _turns(batches[warmup:]):
-        for name, step in steppers.items():
-            for x, y in turn:
-                settle()
-                start = time.perf_counter()
-                step(x, y)
-                spent[name].append(time.perf_counter() - start)
-    return {name: float(np.median(times)) for name, times in spent.items()}
+    calls = {name: (lambda batch, step=step: step(*batch)) for name, step in steppers.items()}
+    return _timed_turns(calls, batches[warmup:])
 
 
 def train_row(batch: int, steps: int, batchnorm: bool = False) -> dict[str, float]:
@@ -181,7 +189,7 @@ def train_row(batch: int, steps: int, batchnorm: bool = False) -> dict[str, floa
 
 
 def inference(model_cg, model_torch, batch: int, repeats: int) -> dict[str, float]:
-    """Median seconds per forward pass (eval mode, no graph) of each library, alternating."""
+    """Median seconds per forward pass (eval mode, no graph) of each library, taking turns."""
     import torch
 
     import convgrad as cg
@@ -189,20 +197,12 @@ def inference(model_cg, model_torch, batch: int, repeats: int) -> dict[str, floa
     x = np.random.default_rng(1).random((batch, 1, 28, 28), dtype=np.float32)
     model_cg.eval()
     model_torch.eval()
-    spent: dict[str, list[float]] = {"convgrad": [], "torch": []}
     with cg.no_grad(), torch.no_grad():
         out_cg = model_cg(cg.Tensor._wrap(x)).data
         out_t = model_torch(torch.from_numpy(x)).numpy()
-        forwards = {"convgrad": lambda: model_cg(cg.Tensor._wrap(x)),
-                    "torch": lambda: model_torch(torch.from_numpy(x))}
-        for turn in _turns(list(range(repeats))):
-            for name, forward in forwards.items():
-                for _ in turn:
-                    settle()
-                    start = time.perf_counter()
-                    forward()
-                    spent[name].append(time.perf_counter() - start)
-    result = {k: float(np.median(v)) for k, v in spent.items()}
+        forwards = {"convgrad": lambda _: model_cg(cg.Tensor._wrap(x)),
+                    "torch": lambda _: model_torch(torch.from_numpy(x))}
+        result = _timed_turns(forwards, list(range(repeats)))
     result["max_abs_diff"] = float(np.abs(out_cg - out_t).max())
     return result
 
